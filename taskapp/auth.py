@@ -1,0 +1,137 @@
+"""Who is calling, and what they may touch. Every security rule of taskapp is here.
+
+- Identity comes only from a JWT that Better Auth signed: flask-jwt-extended
+  verifies it (`jwt_required`), with its decode key loader pointed at Better
+  Auth's JWKS (`signing_key_for`) or at the shared HS256 secret.
+- Only the configured algorithms are accepted, and a JWKS key only with the
+  algorithm it declares: `none`, or HS256 made with a public key, never verify.
+- A token must expire and must name its user (`claims_problem`).
+- The user in the path must be the caller (`owner_required`); every task query
+  then filters on that user.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Flask, current_app
+from flask_jwt_extended import get_jwt_identity, jwt_required
+from jwt.exceptions import InvalidAlgorithmError, InvalidKeyError, InvalidTokenError, PyJWKError
+
+from taskapp.errors import error_response
+from taskapp.extensions import jwt
+from taskapp.jwks import KeySet
+
+KEYSET = "taskapp.keyset"
+MAX_KID_LENGTH = 200
+MAX_USER_ID_LENGTH = 255
+REALM = 'Bearer realm="taskapp"'
+
+
+def init_auth(app: Flask) -> None:
+    if app.config["JWKS_URL"]:
+        app.extensions[KEYSET] = KeySet(
+            app.config["JWKS_URL"],
+            timeout=app.config["JWKS_TIMEOUT_SECONDS"],
+            cache_seconds=app.config["JWKS_CACHE_SECONDS"],
+            min_refetch_seconds=app.config["JWKS_MIN_REFETCH_SECONDS"],
+        )
+    jwt.init_app(app)
+
+
+def key_server_ready() -> bool:
+    keyset = current_app.extensions.get(KEYSET)
+    return keyset is None or keyset.is_ready()
+
+
+@jwt.decode_key_loader
+def signing_key_for(header: dict, _unverified_payload: dict):
+    """The key that must have signed this token, chosen from its (unverified) header."""
+    algorithm = header.get("alg")
+    if algorithm not in current_app.config["JWT_DECODE_ALGORITHMS"]:
+        raise InvalidAlgorithmError("The token's signing algorithm is not allowed")
+    keyset: KeySet | None = current_app.extensions.get(KEYSET)
+    if keyset is None:
+        return current_app.config["JWT_SECRET_KEY"]
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
+        raise InvalidTokenError("The token has no usable key id")
+    try:
+        key = keyset.public_key(kid, algorithm)
+    except (PyJWKError, InvalidKeyError, ValueError):
+        raise InvalidAlgorithmError("The token's algorithm does not match its key") from None
+    if key is None:
+        raise InvalidTokenError("The token's key id is not known")
+    return key
+
+
+def claims_problem(payload: dict) -> str | None:
+    """Why a verified token still cannot identify a caller, or None when it can."""
+    if "exp" not in payload:
+        return "The token has no expiry"
+    identity = payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
+    if (
+        not isinstance(identity, str)
+        or not identity.strip()
+        or len(identity) > MAX_USER_ID_LENGTH
+        or "\x00" in identity
+    ):
+        return "The token does not name a valid user"
+    return None
+
+
+@jwt.token_verification_loader
+def claims_are_acceptable(_header: dict, payload: dict) -> bool:
+    return claims_problem(payload) is None
+
+
+def _unauthorized(description: str, error: str | None = "invalid_token"):
+    challenge = REALM
+    if error:
+        safe = description.replace("\\", "").replace('"', "'")
+        challenge += f', error="{error}", error_description="{safe}"'
+    return error_response(401, f"{description}.", headers={"WWW-Authenticate": challenge})
+
+
+@jwt.unauthorized_loader
+def _missing_token(_reason: str):
+    return _unauthorized("A bearer token is required in the Authorization header", error=None)
+
+
+@jwt.invalid_token_loader
+def _invalid_token(reason: str):
+    return _unauthorized(f"The token is invalid: {reason}")
+
+
+@jwt.expired_token_loader
+def _expired_token(_header: dict, _payload: dict):
+    return _unauthorized("The token has expired")
+
+
+@jwt.token_verification_failed_loader
+def _unacceptable_claims(_header: dict, payload: dict):
+    return _unauthorized(claims_problem(payload) or "The token's claims are not acceptable")
+
+
+def owner_required(view):
+    """`jwt_required`, then 403 unless the path's `user_id` is the caller's identity.
+
+    With AUTH_ENABLED=false (development only, refused elsewhere by the config)
+    the path's user is trusted as it is.
+    """
+
+    @wraps(view)
+    def check_owner(*args, **kwargs):
+        if get_jwt_identity() != kwargs.get("user_id"):
+            return error_response(403, "You may only access your own tasks.")
+        return view(*args, **kwargs)
+
+    protected = jwt_required()(check_owner)
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_app.config["AUTH_ENABLED"]:
+            return view(*args, **kwargs)
+        return protected(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,167 @@
+"""Every setting taskapp reads, parsed and checked in one place.
+
+Settings come from the environment (and `.env`, which `wsgi.py` and the `flask`
+command load), overridden by the mapping given to `create_app()`. A setting that
+cannot work stops start-up with one `ConfigError` line instead of failing later,
+on some request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+SYMMETRIC_ALGORITHMS = ("HS256",)
+MIN_SECRET_BYTES = 32
+DEV_SECRET_FILE = "dev-secret"  # noqa: S105 (a file name)
+SQLITE_FILE = "taskapp.sqlite3"
+
+
+class ConfigError(RuntimeError):
+    """A setting that cannot work; the message is one line for the operator."""
+
+
+def _flag(source: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _number(source: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, not {raw!r}")
+    return value
+
+
+def _list(source: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in source.get(name, "").split(",") if item.strip()]
+
+
+def database_url(raw: str | None, instance_path: str) -> str:
+    """The SQLAlchemy URL to use, with PostgreSQL URLs pinned to psycopg2.
+
+    Neon and Heroku hand out `postgres://`, which SQLAlchemy does not know, and
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3; both become
+    `postgresql+psycopg2://` so the URL a user pastes works with our driver.
+    """
+    if not raw:
+        return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a valid database URL") from None
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)
+
+
+def _development_secret(instance_path: str) -> str:
+    """A random HS256 secret made once per checkout, so `make run` needs no setup."""
+    path = Path(instance_path) / DEV_SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> dict:
+    """Build the Flask config from the environment and `overrides`, or raise ConfigError."""
+    source = {**os.environ, **{k: str(v) for k, v in (overrides or {}).items()}}
+
+    environment = source.get("APP_ENV", "production").strip().lower()
+    if environment not in ("production", "development"):
+        raise ConfigError(f"APP_ENV must be production or development, not {environment!r}")
+    development = environment == "development"
+
+    auth_enabled = _flag(source, "AUTH_ENABLED", True)
+    if not auth_enabled and not development:
+        raise ConfigError("AUTH_ENABLED=false is refused outside APP_ENV=development")
+
+    better_auth_url = source.get("BETTER_AUTH_URL", "").strip().rstrip("/")
+    jwks_url = source.get("BETTER_AUTH_JWKS_URL", "").strip()
+    if not jwks_url and better_auth_url:
+        jwks_url = f"{better_auth_url}/api/auth/jwks"
+    if jwks_url and not jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("BETTER_AUTH_URL and BETTER_AUTH_JWKS_URL must be http(s) URLs")
+    secret = source.get("BETTER_AUTH_SECRET", "")
+    if not jwks_url and not secret and development:
+        secret = _development_secret(instance_path)
+    if auth_enabled and not jwks_url and not secret:
+        raise ConfigError(
+            "no key source: set BETTER_AUTH_URL (or BETTER_AUTH_JWKS_URL) or BETTER_AUTH_SECRET"
+        )
+    if secret and len(secret.encode()) < MIN_SECRET_BYTES and not development:
+        raise ConfigError(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+
+    algorithms = _list(source, "JWT_ALGORITHMS")
+    if not algorithms:
+        algorithms = list(ASYMMETRIC_ALGORITHMS if jwks_url else SYMMETRIC_ALGORITHMS)
+    unknown = set(algorithms) - set(ASYMMETRIC_ALGORITHMS) - set(SYMMETRIC_ALGORITHMS)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise ConfigError(f"JWT_ALGORITHMS has unsupported algorithms: {names}")
+    # A key source serves one family: accepting HS256 beside a JWKS would let a
+    # public key be used as an HMAC secret (algorithm confusion).
+    if jwks_url and set(algorithms) & set(SYMMETRIC_ALGORITHMS):
+        raise ConfigError("JWT_ALGORITHMS may not include HS256 when a JWKS is configured")
+    if not jwks_url and set(algorithms) - set(SYMMETRIC_ALGORITHMS):
+        raise ConfigError("asymmetric JWT_ALGORITHMS need BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL")
+
+    issuers = _list(source, "JWT_ISSUER") or ([better_auth_url] if better_auth_url else [])
+    audiences = _list(source, "JWT_AUDIENCE") or ([better_auth_url] if better_auth_url else [])
+
+    return {
+        "APP_ENV": environment,
+        "DEBUG": False,
+        "AUTH_ENABLED": auth_enabled,
+        "SQLALCHEMY_DATABASE_URI": database_url(source.get("DATABASE_URL"), instance_path),
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            # Serverless PostgreSQL (Neon) closes idle connections: test each one
+            # before use and never keep one longer than five minutes.
+            "pool_pre_ping": True,
+            "pool_recycle": 300,
+        },
+        "MAX_CONTENT_LENGTH": int(_number(source, "MAX_BODY_BYTES", 64 * 1024, 1)),
+        "JWKS_URL": jwks_url or None,
+        "JWKS_TIMEOUT_SECONDS": _number(source, "JWKS_TIMEOUT_SECONDS", 3, 0.1),
+        "JWKS_CACHE_SECONDS": _number(source, "JWKS_CACHE_SECONDS", 600, 0),
+        "JWKS_MIN_REFETCH_SECONDS": _number(source, "JWKS_MIN_REFETCH_SECONDS", 5, 0),
+        "CORS_ORIGINS": _list(source, "CORS_ORIGINS"),
+        # flask-jwt-extended: read only the Authorization header, verify with the
+        # configured algorithms, issuer, audience and leeway.
+        "JWT_SECRET_KEY": secret or None,
+        "JWT_ALGORITHM": "HS256",
+        "JWT_DECODE_ALGORITHMS": algorithms,
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_DECODE_ISSUER": issuers[0] if len(issuers) == 1 else (issuers or None),
+        "JWT_DECODE_AUDIENCE": audiences[0] if len(audiences) == 1 else (audiences or None),
+        "JWT_ENCODE_ISSUER": issuers[0] if issuers else None,
+        "JWT_ENCODE_AUDIENCE": audiences[0] if audiences else None,
+        "JWT_DECODE_LEEWAY": int(_number(source, "JWT_LEEWAY_SECONDS", 30, 0)),
+        "JWT_IDENTITY_CLAIM": source.get("JWT_IDENTITY_CLAIM", "sub").strip() or "sub",
+        "API_TITLE": "taskapp",
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.1.0",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+    }

@@ -1,0 +1,116 @@
+"""The one JSON error shape, `{"detail": ..., "errors"?: ...}`, for every layer.
+
+Werkzeug's HTTP errors (routing 404, 405, 413, webargs' 400 and 422), database
+outages, the key server being down and unexpected exceptions all end here; the
+JWT library's callbacks (in taskapp.auth) call `error_response` too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "5"
+
+# Werkzeug's stock descriptions are paragraphs; these are the one-sentence versions.
+DEFAULT_DETAILS = {
+    400: "The request body is not valid JSON.",
+    401: "Authentication is required.",
+    403: "You may not access this resource.",
+    404: "No such resource.",
+    405: "That method is not allowed on this resource.",
+    409: "A conflicting request is in progress.",
+    412: "The resource has changed since you last fetched it.",
+    413: "The request body is larger than the limit.",
+    415: "The request body must be JSON (Content-Type: application/json).",
+    422: "The request failed validation.",
+    429: "Too many requests.",
+    500: "Internal server error.",
+    503: "The service is temporarily unavailable; retry shortly.",
+}
+
+
+class ServiceUnavailable(Exception):
+    """A dependency (the database, the key server) cannot be reached right now."""
+
+
+def error_response(
+    status: int,
+    detail: str | None = None,
+    errors: dict | None = None,
+    headers: dict | None = None,
+) -> Response:
+    body: dict = {"detail": detail or DEFAULT_DETAILS.get(status, "Request failed.")}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _validation_errors(messages) -> dict:
+    """webargs reports `{location: {field: [...]}}`; clients want `{field: [...]}`."""
+    errors: dict = {}
+    for location_messages in messages.values():
+        if isinstance(location_messages, dict):
+            for field, field_messages in location_messages.items():
+                errors.setdefault(field, []).extend(_flat(field_messages))
+        else:  # a message about the whole body, e.g. "Invalid input type."
+            errors.setdefault("_body", []).extend(_flat(location_messages))
+    return errors
+
+
+def _flat(messages) -> list[str]:
+    if isinstance(messages, dict):  # nested, e.g. {"_schema": [...]}
+        return [text for value in messages.values() for text in _flat(value)]
+    if isinstance(messages, list):
+        return [text for value in messages for text in _flat(value)]
+    return [str(messages)]
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    if isinstance(error, InternalServerError):
+        return handle_unexpected_exception(error.original_exception or error)
+    status = error.code or 500
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    data = getattr(error, "data", None) or {}
+    if status == 422 and "messages" in data:
+        headers.update(data.get("headers") or {})
+        return error_response(422, errors=_validation_errors(data["messages"]), headers=headers)
+    # `abort(404, message=...)` (flask-smorest) or `abort(404, "...")` (Flask) name the detail.
+    detail = data.get("message")
+    if detail is None and error.description != type(error).description:
+        detail = error.description
+    return error_response(status, detail, headers=headers)
+
+
+def handle_service_unavailable(error: Exception) -> Response:
+    log.warning("dependency unavailable: %s", error.__class__.__name__, exc_info=error)
+    return error_response(503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def handle_database_error(error: DBAPIError) -> Response:
+    # A dropped or refused connection is an outage to retry, not a bug.
+    if isinstance(error, OperationalError) or error.connection_invalidated:
+        return handle_service_unavailable(error)
+    return handle_unexpected_exception(error)
+
+
+def handle_unexpected_exception(error: BaseException) -> Response:
+    log.error("unhandled exception", exc_info=error)
+    return error_response(500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ServiceUnavailable, handle_service_unavailable)
+    app.register_error_handler(PoolTimeoutError, handle_service_unavailable)
+    app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(Exception, handle_unexpected_exception)

@@ -1,0 +1,25 @@
+"""Health endpoints for load balancers and orchestrators."""
+
+from flask import Blueprint
+from sqlalchemy import text
+
+from taskapp.auth import key_server_ready
+from taskapp.errors import ServiceUnavailable
+from taskapp.extensions import db
+
+blp = Blueprint("health", __name__)
+
+
+@blp.get("/healthz")
+def alive():
+    """The process serves requests; touches nothing else."""
+    return {"status": "ok"}
+
+
+@blp.get("/readyz")
+def ready():
+    """The database answers and the signing keys can be had; 503 otherwise."""
+    db.session.execute(text("SELECT 1"))
+    if not key_server_ready():
+        raise ServiceUnavailable("key server unreachable and no keys cached")
+    return {"status": "ready"}

@@ -1,0 +1,70 @@
+"""The one table: tasks, keyed by owner first."""
+
+import uuid
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import CheckConstraint, Index, SmallInteger, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from taskapp.extensions import db
+from taskapp.timestamps import UTCDateTime, utcnow
+
+TITLE_MAX = 255
+DESCRIPTION_MAX = 10_000
+USER_ID_MAX = 255
+PRIORITY_MIN, PRIORITY_MAX = 1, 5
+
+
+def _same_as_created_at(context) -> datetime:
+    # A new task's updated_at is exactly its created_at, not a microsecond later.
+    return context.get_current_parameters()["created_at"]
+
+
+class Task(db.Model):
+    """A user's task.
+
+    The primary key is (user_id, id): the owner is part of every row's identity,
+    so no query can load a task by id alone, and the table can be distributed by
+    user_id (Citus) without changing a key.
+    """
+
+    __tablename__ = "tasks"
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(TITLE_MAX))
+    description: Mapped[Optional[str]] = mapped_column(Text)
+    is_completed: Mapped[bool] = mapped_column(default=False)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=PRIORITY_MIN)
+    completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=_same_as_created_at, onupdate=utcnow
+    )
+    # Bumped on every UPDATE by SQLAlchemy itself; the ETag is made from it, and a
+    # write that lost a race to another one fails instead of overwriting it.
+    version: Mapped[int] = mapped_column(default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        CheckConstraint(
+            f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="priority_range"
+        ),
+    )
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+    def set_completed(self, completed: bool) -> None:
+        """Mark done or reopened; `completed_at` follows, and keeps its first value on a repeat."""
+        if completed and not self.is_completed:
+            self.completed_at = utcnow()
+        elif not completed:
+            self.completed_at = None
+        self.is_completed = completed
+
+
+# The list query: one user's tasks, newest first, ties broken by id.
+Index("ix_tasks_user_id_created_at_id", Task.user_id, Task.created_at.desc(), Task.id.desc())

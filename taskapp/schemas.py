@@ -1,0 +1,128 @@
+"""Marshmallow schemas: every request body is validated here, every task dumped here.
+
+JSON types are strict: `"true"` is not a boolean and `"2"`, `2.5` or `true` are
+not priorities. A field the server owns, or one nobody knows, is refused.
+"""
+
+from datetime import UTC
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
+
+from taskapp.models import DESCRIPTION_MAX, PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX
+
+SERVER_OWNED_FIELDS = ("id", "user_id", "created_at", "updated_at", "completed_at")
+
+
+class Text(fields.String):
+    """A string PostgreSQL can store: no NUL character, no lone UTF-16 surrogate."""
+
+    default_error_messages = {
+        "nul": "Must not contain NUL characters.",
+        "encoding": "Must be valid Unicode text.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("nul")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("encoding") from None
+        return text
+
+
+class Title(Text):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+class StrictBoolean(fields.Boolean):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictInteger(fields.Integer):
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):  # bool is an int to Python, not to JSON
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class UTCTimestamp(fields.DateTime):
+    """ISO 8601 in UTC with a `Z`, e.g. 2026-01-17T09:30:00.123456Z."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class TaskResponseSchema(Schema):
+    id = fields.UUID(required=True)
+    user_id = fields.String(required=True)
+    title = fields.String(required=True)
+    description = fields.String(required=True, allow_none=True)
+    is_completed = fields.Boolean(required=True)
+    priority = fields.Integer(required=True)
+    completed_at = UTCTimestamp(required=True, allow_none=True)
+    created_at = UTCTimestamp(required=True)
+    updated_at = UTCTimestamp(required=True)
+
+
+def _title(**kwargs) -> Title:
+    return Title(
+        validate=validate.Length(
+            min=1, max=TITLE_MAX, error=f"Must be 1 to {TITLE_MAX} characters after trimming."
+        ),
+        metadata={"description": "Surrounding whitespace is removed."},
+        **kwargs,
+    )
+
+
+def _priority(**kwargs) -> StrictInteger:
+    return StrictInteger(validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX), **kwargs)
+
+
+class _TaskBodySchema(Schema):
+    title = _title()
+    description = Text(allow_none=True, validate=validate.Length(max=DESCRIPTION_MAX))
+    is_completed = StrictBoolean()
+    priority = _priority()
+
+    @pre_load
+    def refuse_server_owned_fields(self, data, **kwargs):
+        if isinstance(data, dict):
+            owned = [name for name in SERVER_OWNED_FIELDS if name in data]
+            if owned:
+                raise ValidationError({name: ["Read-only field."] for name in owned})
+        return data
+
+
+class TaskCreateSchema(_TaskBodySchema):
+    title = _title(required=True)
+    priority = _priority(load_default=PRIORITY_MIN)
+
+
+class TaskUpdateSchema(_TaskBodySchema):
+    """Every field optional: only the fields sent are changed."""
+
+
+class CompletionSchema(Schema):
+    is_completed = StrictBoolean(
+        metadata={"description": "Set to this value; without a body the state is toggled."}
+    )
+
+
+class ErrorSchema(Schema):
+    detail = fields.String(required=True, metadata={"description": "One human sentence."})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Validation messages by field."},
+    )

@@ -1,0 +1,136 @@
+"""The tasks blueprint: `/api/<user_id>/tasks`, one user's tasks and nobody else's.
+
+`owner_required` has checked that `user_id` is the caller before any view runs,
+and every query below filters on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Response, request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+
+from taskapp.auth import owner_required
+from taskapp.extensions import db
+from taskapp.models import Task
+from taskapp.schemas import (
+    CompletionSchema,
+    TaskCreateSchema,
+    TaskResponseSchema,
+    TaskUpdateSchema,
+)
+
+LIST_LIMIT = 100
+
+blp = Blueprint(
+    "tasks", __name__, url_prefix="/api/<user_id>/tasks", description="A signed-in user's tasks."
+)
+
+
+@blp.before_request
+def refuse_non_json_body():
+    has_body = request.content_length or request.headers.get("Transfer-Encoding")
+    if has_body and not request.is_json:
+        abort(415)
+
+
+def find_task(user_id: str, task_id: str) -> Task:
+    """The caller's task with this id, or 404: another user's task does not exist for them."""
+    try:
+        key = uuid.UUID(task_id)
+    except ValueError:
+        abort(422, messages={"path": {"task_id": ["Not a valid UUID."]}})
+    task = db.session.get(Task, (user_id, key))
+    if task is None:
+        abort(404, message="Task not found.")
+    return task
+
+
+def check_if_match(task: Task) -> None:
+    """412 when the client's `If-Match` names an older version: nothing is changed."""
+    if request.if_match and not request.if_match.contains(task.etag.strip('"')):
+        abort(412)
+
+
+def single_task_headers(task: Task) -> dict:
+    return {"ETag": task.etag}
+
+
+@blp.route("", strict_slashes=False)
+class TaskCollection(MethodView):
+    decorators = [owner_required]
+
+    @blp.response(200, TaskResponseSchema(many=True))
+    def get(self, user_id: str):
+        """List your tasks, newest first."""
+        query = (
+            select(Task)
+            .where(Task.user_id == user_id)
+            .order_by(Task.created_at.desc(), Task.id.desc())
+            .limit(LIST_LIMIT)
+        )
+        return db.session.scalars(query).all()
+
+    @blp.arguments(TaskCreateSchema)
+    @blp.response(201, TaskResponseSchema)
+    def post(self, fields: dict, user_id: str):
+        """Create a task."""
+        completed = fields.pop("is_completed", False)
+        task = Task(user_id=user_id, **fields)
+        task.set_completed(completed)
+        db.session.add(task)
+        db.session.commit()
+        location = url_for("tasks.TaskItem", user_id=user_id, task_id=task.id)
+        return task, 201, {"Location": location, **single_task_headers(task)}
+
+
+@blp.route("/<task_id>", strict_slashes=False)
+class TaskItem(MethodView):
+    decorators = [owner_required]
+
+    @blp.response(200, TaskResponseSchema)
+    def get(self, user_id: str, task_id: str):
+        """Get one task."""
+        task = find_task(user_id, task_id)
+        if request.if_none_match.contains(task.etag.strip('"')):
+            return Response(status=304, headers=single_task_headers(task))
+        return task, 200, single_task_headers(task)
+
+    @blp.arguments(TaskUpdateSchema)
+    @blp.response(200, TaskResponseSchema)
+    def put(self, fields: dict, user_id: str, task_id: str):
+        """Change a task: only the fields sent are changed."""
+        task = find_task(user_id, task_id)
+        check_if_match(task)
+        if "is_completed" in fields:
+            task.set_completed(fields.pop("is_completed"))
+        for name, value in fields.items():
+            setattr(task, name, value)
+        db.session.commit()
+        return task, 200, single_task_headers(task)
+
+    @blp.response(204)
+    def delete(self, user_id: str, task_id: str):
+        """Delete a task."""
+        task = find_task(user_id, task_id)
+        check_if_match(task)
+        db.session.delete(task)
+        db.session.commit()
+
+
+@blp.route("/<task_id>/complete", strict_slashes=False)
+class TaskCompletion(MethodView):
+    decorators = [owner_required]
+
+    @blp.arguments(CompletionSchema, required=False)
+    @blp.response(200, TaskResponseSchema)
+    def patch(self, fields: dict, user_id: str, task_id: str):
+        """Complete or reopen a task: toggles without a body, sets `is_completed` with one."""
+        task = find_task(user_id, task_id)
+        check_if_match(task)
+        task.set_completed(fields.get("is_completed", not task.is_completed))
+        db.session.commit()
+        return task, 200, single_task_headers(task)

@@ -1,0 +1,132 @@
+"""Fixtures: one app per test on SQLite and on PostgreSQL, with real signed tokens.
+
+PostgreSQL runs when TEST_DATABASE_URL names a database the tests may fill and
+empty. Without it the PostgreSQL half is skipped on a laptop, and fails in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import flask_migrate
+import pytest
+from sqlalchemy import delete
+from werkzeug.serving import make_server
+
+from taskapp import create_app
+from taskapp.extensions import db
+from taskapp.models import Task
+from tests.support import HS_SECRET, bearer, hs256_token
+
+# Settings a developer's shell or .env may carry; tests choose their own.
+SETTINGS = (
+    "APP_ENV",
+    "AUTH_ENABLED",
+    "DATABASE_URL",
+    "BETTER_AUTH_URL",
+    "BETTER_AUTH_JWKS_URL",
+    "BETTER_AUTH_SECRET",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_ALGORITHMS",
+    "JWT_LEEWAY_SECONDS",
+    "JWT_IDENTITY_CLAIM",
+    "CORS_ORIGINS",
+    "MAX_BODY_BYTES",
+    "JWKS_TIMEOUT_SECONDS",
+    "JWKS_CACHE_SECONDS",
+    "JWKS_MIN_REFETCH_SECONDS",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_environment():
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SETTINGS:
+            patch.delenv(name, raising=False)
+        yield
+
+
+def postgres_url_or_skip() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI must run the PostgreSQL tests: TEST_DATABASE_URL is not set")
+    pytest.skip("PostgreSQL tests need TEST_DATABASE_URL=postgresql://user@host/empty_database")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory):
+    """A database with the schema built by the migrations, once per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tasks.sqlite3'}"
+    else:
+        url = postgres_url_or_skip()
+    app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET})
+    with app.app_context():
+        flask_migrate.downgrade(revision="base")
+        flask_migrate.upgrade()
+    yield url
+    with app.app_context():
+        flask_migrate.downgrade(revision="base")
+        db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build an app on the test database with settings given by variable name."""
+    built = []
+
+    def make(**settings):
+        app = create_app({"DATABASE_URL": database_url, **settings})
+        app.config["TESTING"] = True
+        built.append(app)
+        return app
+
+    yield make
+    for index, app in enumerate(built):
+        with app.app_context():
+            if index == 0:  # every app shares the database: empty it once
+                db.session.execute(delete(Task))
+                db.session.commit()
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    """The app as a deployment with a shared HS256 secret runs it."""
+    return make_app(BETTER_AUTH_SECRET=HS_SECRET)
+
+
+@pytest.fixture
+def auth():
+    """`auth("alice")`: headers with a fresh HS256 token for that user."""
+    return lambda user="alice", **claims: bearer(hs256_token(user, **claims))
+
+
+@pytest.fixture
+def create_task(client, auth):
+    """Create a task through the API and return its JSON."""
+
+    def create(user="alice", **fields):
+        response = client.post(
+            f"/api/{user}/tasks", json={"title": "A task", **fields}, headers=auth(user)
+        )
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return create
+
+
+@pytest.fixture
+def http_server(app):
+    """The app behind a real HTTP server on 127.0.0.1; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,133 @@
+"""Test helpers: real signing keys, real tokens and a real JWKS server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+
+HS_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+ISSUER = "http://auth.example.test"
+
+
+def _make_private_key(algorithm: str):
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ES512":
+        return ec.generate_private_key(ec.SECP521R1())
+    if algorithm in ("RS256", "PS256"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(algorithm)
+
+
+_JWK_WRITERS = {
+    "EdDSA": OKPAlgorithm,
+    "ES256": ECAlgorithm,
+    "ES512": ECAlgorithm,
+    "RS256": RSAAlgorithm,
+    "PS256": RSAPSSAlgorithm,
+}
+
+
+@dataclass
+class SigningKey:
+    """A private key with the public JWK a JWKS server would publish for it."""
+
+    algorithm: str
+    kid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    private_key: object = None
+
+    def __post_init__(self):
+        if self.private_key is None:
+            self.private_key = _make_private_key(self.algorithm)
+
+    @property
+    def public_jwk(self) -> dict:
+        writer = _JWK_WRITERS[self.algorithm]
+        jwk = writer.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": self.algorithm}
+
+    def sign(self, payload: dict, headers: dict | None = None, kid: str | None = None) -> str:
+        return jwt.encode(
+            payload,
+            self.private_key,
+            algorithm=self.algorithm,
+            headers={"kid": self.kid if kid is None else kid, **(headers or {})},
+        )
+
+
+def claims(sub: str | None = "alice", lifetime: int = 900, **extra) -> dict:
+    """Claims shaped like Better Auth's: sub, iat, exp, iss, aud, and the user object."""
+    now = int(time.time())
+    payload = {"iat": now, "exp": now + lifetime, **extra}
+    if sub is not None:
+        payload.setdefault("id", sub)
+        payload["sub"] = sub
+    return payload
+
+
+def hs256_token(sub: str | None = "alice", secret: str = HS_SECRET, **extra) -> str:
+    return jwt.encode(claims(sub, **extra), secret, algorithm="HS256")
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class KeyServer:
+    """Serves a JWKS document over real HTTP and counts how often it is fetched."""
+
+    def __init__(self):
+        self.keys: list[dict] = []
+        self.fetches = 0
+        self.available = True
+        self.requested_paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requested_paths.append(self.path)
+                if self.path != "/api/auth/jwks":
+                    self.send_error(404)
+                    return
+                server.fetches += 1
+                if not server.available:
+                    self.send_error(503)
+                    return
+                body = json.dumps({"keys": server.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def publish(self, *keys: SigningKey) -> None:
+        self.keys = [key.public_jwk for key in keys]
+
+    def __enter__(self) -> KeyServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
