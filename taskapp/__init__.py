@@ -9,15 +9,21 @@ from flask import Flask
 
 from taskapp import auth, cli, errors, health, tasks
 from taskapp.config import load_config
-from taskapp.extensions import api, db, migrate
+from taskapp.extensions import api, cors, db, migrate
 from taskapp.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Mapping[str, object] | None = None) -> Flask:
-    """Build the app from the environment; `config` overrides environment variables by name."""
-    app = Flask(__name__)
+def create_app(
+    config: Mapping[str, object] | None = None, instance_path: str | None = None
+) -> Flask:
+    """Build the app from the environment; `config` overrides environment variables by name.
+
+    `instance_path` (default: ./instance beside the package) holds the SQLite file
+    and the development secret.
+    """
+    app = Flask(__name__, instance_path=instance_path)
     app.config.update(load_config(config, app.instance_path))
     app.url_map.strict_slashes = False
     app.json.sort_keys = False
@@ -32,6 +38,8 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     # After Api.init_app, so taskapp's error shape replaces flask-smorest's.
     errors.register_error_handlers(app)
     cli.register_commands(app)
+    if app.config["CORS_ORIGINS"]:
+        cors.init_app(app, **app.config["CORS_OPTIONS"])
 
     if not app.config["AUTH_ENABLED"]:
         log.warning("AUTH_ENABLED=false: every request is trusted as the user in its path")

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from flask_jwt_extended import create_access_token
 
 from taskapp.extensions import db
@@ -16,6 +17,7 @@ def register_commands(app: Flask) -> None:
 
 
 @click.command("dev-token")
+@with_appcontext
 @click.argument("user_id")
 @click.option("--minutes", default=60, show_default=True, type=click.IntRange(1, 60 * 24 * 30))
 def dev_token(user_id: str, minutes: int) -> None:
@@ -29,6 +31,7 @@ def dev_token(user_id: str, minutes: int) -> None:
 
 
 @click.command("seed")
+@with_appcontext
 @click.argument("user_id")
 @click.option("--count", default=10, show_default=True, type=click.IntRange(1, 100_000))
 def seed(user_id: str, count: int) -> None:

@@ -147,6 +147,32 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "JWKS_CACHE_SECONDS": _number(source, "JWKS_CACHE_SECONDS", 600, 0),
         "JWKS_MIN_REFETCH_SECONDS": _number(source, "JWKS_MIN_REFETCH_SECONDS", 5, 0),
         "CORS_ORIGINS": _list(source, "CORS_ORIGINS"),
+        "CORS_OPTIONS": {
+            "origins": _list(source, "CORS_ORIGINS"),
+            "allow_headers": [
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Idempotency-Key",
+                "X-Request-ID",
+            ],
+            "expose_headers": [
+                "ETag",
+                "Link",
+                "Location",
+                "Retry-After",
+                "X-Total-Count",
+                "X-Request-ID",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            "methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
+            "max_age": 600,
+            # Tokens travel in the Authorization header, never in cookies.
+            "supports_credentials": False,
+        },
         # flask-jwt-extended: read only the Authorization header, verify with the
         # configured algorithms, issuer, audience and leeway.
         "JWT_SECRET_KEY": secret or None,

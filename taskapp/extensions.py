@@ -1,5 +1,6 @@
 """The Flask extensions, created unbound; `create_app()` binds them to an app."""
 
+from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_smorest import Api
@@ -25,3 +26,4 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
 api = Api()
+cors = CORS()

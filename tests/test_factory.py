@@ -1,0 +1,156 @@
+"""The app factory and its configuration: what starts, and what refuses to."""
+
+import pytest
+
+from taskapp import create_app
+from taskapp.config import ConfigError, database_url
+from tests.support import HS_SECRET
+
+
+def test_factory_builds_an_app_with_a_secret(tmp_path):
+    app = create_app({"BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://"})
+    assert app.config["JWT_DECODE_ALGORITHMS"] == ["HS256"]
+    assert not app.config["TESTING"]
+
+
+def test_no_key_source_is_refused():
+    with pytest.raises(ConfigError, match="no key source"):
+        create_app({"DATABASE_URL": "sqlite://"})
+
+
+def test_short_secret_is_refused_in_production():
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        create_app({"BETTER_AUTH_SECRET": "short", "DATABASE_URL": "sqlite://"})
+
+
+def test_short_secret_is_allowed_in_development():
+    app = create_app(
+        {"BETTER_AUTH_SECRET": "short", "APP_ENV": "development", "DATABASE_URL": "sqlite://"}
+    )
+    assert app.config["JWT_SECRET_KEY"] == "short"
+
+
+def test_auth_disabled_is_refused_outside_development():
+    with pytest.raises(ConfigError, match="AUTH_ENABLED=false"):
+        create_app(
+            {"AUTH_ENABLED": "false", "BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://"}
+        )
+
+
+def test_unknown_app_env_is_refused():
+    with pytest.raises(ConfigError, match="APP_ENV"):
+        create_app({"APP_ENV": "staging", "BETTER_AUTH_SECRET": HS_SECRET})
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_boolean_settings_must_be_booleans(value):
+    with pytest.raises(ConfigError, match="AUTH_ENABLED must be true or false"):
+        create_app({"AUTH_ENABLED": value, "BETTER_AUTH_SECRET": HS_SECRET})
+
+
+@pytest.mark.parametrize("value", ["soon", "-1"])
+def test_numeric_settings_are_checked(value):
+    with pytest.raises(ConfigError, match="JWT_LEEWAY_SECONDS"):
+        create_app({"JWT_LEEWAY_SECONDS": value, "BETTER_AUTH_SECRET": HS_SECRET})
+
+
+def test_jwks_mode_defaults_to_asymmetric_algorithms_issuer_and_audience():
+    app = create_app({"BETTER_AUTH_URL": "https://auth.example.com/", "DATABASE_URL": "sqlite://"})
+    assert app.config["JWKS_URL"] == "https://auth.example.com/api/auth/jwks"
+    assert "HS256" not in app.config["JWT_DECODE_ALGORITHMS"]
+    assert set(app.config["JWT_DECODE_ALGORITHMS"]) == {"EdDSA", "ES256", "ES512", "RS256", "PS256"}
+    assert app.config["JWT_DECODE_ISSUER"] == "https://auth.example.com"
+    assert app.config["JWT_DECODE_AUDIENCE"] == "https://auth.example.com"
+
+
+def test_explicit_jwks_url_wins_over_the_derived_one():
+    app = create_app(
+        {
+            "BETTER_AUTH_URL": "https://auth.example.com",
+            "BETTER_AUTH_JWKS_URL": "https://keys.example.com/jwks.json",
+        }
+    )
+    assert app.config["JWKS_URL"] == "https://keys.example.com/jwks.json"
+
+
+def test_issuer_and_audience_accept_comma_separated_lists():
+    app = create_app(
+        {
+            "BETTER_AUTH_URL": "https://auth.example.com",
+            "JWT_ISSUER": "https://a.example.com, https://b.example.com",
+            "JWT_AUDIENCE": "web,mobile",
+        }
+    )
+    assert app.config["JWT_DECODE_ISSUER"] == ["https://a.example.com", "https://b.example.com"]
+    assert app.config["JWT_DECODE_AUDIENCE"] == ["web", "mobile"]
+
+
+def test_hs256_beside_a_jwks_is_refused():
+    with pytest.raises(ConfigError, match="may not include HS256"):
+        create_app({"BETTER_AUTH_URL": "https://auth.example.com", "JWT_ALGORITHMS": "HS256"})
+
+
+def test_asymmetric_algorithms_without_a_jwks_are_refused():
+    with pytest.raises(ConfigError, match="need BETTER_AUTH_URL"):
+        create_app({"BETTER_AUTH_SECRET": HS_SECRET, "JWT_ALGORITHMS": "EdDSA"})
+
+
+def test_unsupported_algorithm_is_refused():
+    with pytest.raises(ConfigError, match="unsupported algorithms: none"):
+        create_app({"BETTER_AUTH_URL": "https://auth.example.com", "JWT_ALGORITHMS": "none"})
+
+
+def test_jwks_url_must_be_http():
+    with pytest.raises(ConfigError, match=r"http\(s\)"):
+        create_app({"BETTER_AUTH_JWKS_URL": "file:///etc/passwd"})
+
+
+def test_development_generates_a_secret_once_in_the_instance_folder(tmp_path):
+    settings = {"APP_ENV": "development", "DATABASE_URL": "sqlite://"}
+    first = create_app(settings, instance_path=str(tmp_path))
+    second = create_app(settings, instance_path=str(tmp_path))
+    secret = first.config["JWT_SECRET_KEY"]
+    assert len(secret) >= 32
+    assert (tmp_path / "dev-secret").read_text() == secret
+    assert (tmp_path / "dev-secret").stat().st_mode & 0o077 == 0
+    assert second.config["JWT_SECRET_KEY"] == secret
+
+
+def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
+    app = create_app({"BETTER_AUTH_SECRET": HS_SECRET}, instance_path=str(tmp_path))
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path}/taskapp.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db.example.com/app", "postgresql+psycopg2://u:p@db.example.com/app"),
+        ("postgresql://u:p@db.example.com/app", "postgresql+psycopg2://u:p@db.example.com/app"),
+        (
+            "postgresql://u@ep-x.neon.tech/app?sslmode=require",
+            "postgresql+psycopg2://u@ep-x.neon.tech/app?sslmode=require",
+        ),
+        ("postgresql+psycopg2://u@h/app", "postgresql+psycopg2://u@h/app"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_postgres_urls_are_pinned_to_psycopg2(given, expected):
+    assert database_url(given, "/unused") == expected
+
+
+def test_invalid_database_url_is_refused():
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        create_app({"DATABASE_URL": "not a url", "BETTER_AUTH_SECRET": HS_SECRET})
+
+
+def test_auth_disabled_in_development_trusts_the_path_user(tmp_path):
+    app = create_app(
+        {"APP_ENV": "development", "AUTH_ENABLED": "false"}, instance_path=str(tmp_path)
+    )
+    with app.app_context():
+        from taskapp.extensions import db
+
+        db.create_all()
+    response = app.test_client().get("/api/anyone/tasks")
+    assert response.status_code == 200
+    assert response.json == []
