@@ -57,10 +57,10 @@ class Task(db.Model):
     def etag(self) -> str:
         return f'"{self.version}"'
 
-    def set_completed(self, completed: bool) -> None:
-        """Mark done or reopened; `completed_at` follows, and keeps its first value on a repeat."""
+    def set_completed(self, completed: bool, at: datetime | None = None) -> None:
+        """Mark done (at `at`, default now) or reopened; a repeat keeps the first `completed_at`."""
         if completed and not self.is_completed:
-            self.completed_at = utcnow()
+            self.completed_at = at or utcnow()
         elif not completed:
             self.completed_at = None
         self.is_completed = completed

@@ -16,12 +16,14 @@ from sqlalchemy import select
 from taskapp.auth import owner_required
 from taskapp.extensions import db
 from taskapp.models import Task
+from taskapp.request_body import StrictJSONParser, check_request_body
 from taskapp.schemas import (
     CompletionSchema,
     TaskCreateSchema,
     TaskResponseSchema,
     TaskUpdateSchema,
 )
+from taskapp.timestamps import utcnow
 
 LIST_LIMIT = 100
 
@@ -30,11 +32,8 @@ blp = Blueprint(
 )
 
 
-@blp.before_request
-def refuse_non_json_body():
-    has_body = request.content_length or request.headers.get("Transfer-Encoding")
-    if has_body and not request.is_json:
-        abort(415)
+blp.ARGUMENTS_PARSER = StrictJSONParser()
+blp.before_request(check_request_body)
 
 
 def find_task(user_id: str, task_id: str) -> Task:
@@ -79,8 +78,8 @@ class TaskCollection(MethodView):
     def post(self, fields: dict, user_id: str):
         """Create a task."""
         completed = fields.pop("is_completed", False)
-        task = Task(user_id=user_id, **fields)
-        task.set_completed(completed)
+        task = Task(user_id=user_id, created_at=utcnow(), **fields)
+        task.set_completed(completed, at=task.created_at)
         db.session.add(task)
         db.session.commit()
         location = url_for("tasks.TaskItem", user_id=user_id, task_id=task.id)
