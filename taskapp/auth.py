@@ -26,6 +26,7 @@ KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
 MAX_USER_ID_LENGTH = 255
 REALM = 'Bearer realm="taskapp"'
+MAX_REASON_LENGTH = 120
 
 
 def init_auth(app: Flask) -> None:
@@ -86,9 +87,12 @@ def claims_are_acceptable(_header: dict, payload: dict) -> bool:
 
 
 def _unauthorized(description: str, error: str | None = "invalid_token"):
+    # Library reasons can quote the token's own header, so they are cut short, and
+    # only printable ASCII (no quote, no backslash) may enter the header value.
+    description = description[:MAX_REASON_LENGTH]
     challenge = REALM
     if error:
-        safe = description.replace("\\", "").replace('"', "'")
+        safe = "".join(c for c in description if " " <= c <= "~" and c not in '"\\')
         challenge += f', error="{error}", error_description="{safe}"'
     return error_response(401, f"{description}.", headers={"WWW-Authenticate": challenge})
 

@@ -8,6 +8,7 @@ When the key server is down, the keys already held keep working.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -15,7 +16,7 @@ import time
 import urllib.request
 
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWKError, PyJWTError
 
 from taskapp.errors import ServiceUnavailable
 
@@ -34,6 +35,7 @@ class KeySet:
         self._parsed: dict[tuple[str, str], tuple[dict, object]] = {}
         self._fetched_at: float | None = None
         self._attempted_at = float("-inf")
+        self._reachable = False
         self._lock = threading.Lock()
 
     def jwk(self, kid: str) -> dict | None:
@@ -78,21 +80,25 @@ class KeySet:
         return self._fetched_at is None or time.monotonic() - self._fetched_at > self.cache_seconds
 
     def _refresh(self, force: bool = False) -> None:
-        with self._lock:
+        # While another thread fetches, requests that can be served from the keys
+        # already held go on with them instead of queueing behind a slow key server.
+        if not self._lock.acquire(blocking=force or not self._keys):
+            return
+        try:
             now = time.monotonic()
-            if not force and now - self._attempted_at < self.min_refetch_seconds:
-                return self._raise_if_keyless()
-            self._attempted_at = now
-            try:
-                self._keys = self._fetch()
-                self._fetched_at = now
-            except (OSError, ValueError) as error:
-                log.warning("JWKS fetch from %s failed: %s", self.url, error)
-                self._raise_if_keyless()
-
-    def _raise_if_keyless(self) -> None:
-        if not self._keys:
-            raise ServiceUnavailable("no signing keys and the key server is unreachable")
+            if force or now - self._attempted_at >= self.min_refetch_seconds:
+                self._attempted_at = now
+                try:
+                    self._keys = self._fetch()
+                    self._fetched_at = now
+                    self._reachable = True
+                except (OSError, ValueError, http.client.HTTPException) as error:
+                    log.warning("JWKS fetch from %s failed: %s", self.url, error)
+                    self._reachable = False
+            if not self._keys and not self._reachable:
+                raise ServiceUnavailable("no signing keys and the key server is unreachable")
+        finally:
+            self._lock.release()
 
     def _fetch(self) -> dict[str, dict]:
         # The URL is the operator's, checked to be http(s) by taskapp.config.
@@ -115,6 +121,6 @@ def _is_public_key(jwk: dict) -> bool:
         return False
     try:
         PyJWK(jwk)
-    except (PyJWKError, ValueError, TypeError, KeyError):
+    except (PyJWTError, ValueError, TypeError, KeyError):
         return False
     return True

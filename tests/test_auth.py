@@ -1,0 +1,618 @@
+"""Authentication: which bearer tokens open the API, and how every other one is refused.
+
+Two deployments are exercised with real keys and real HTTP, no mocks:
+
+- HS256 mode (`client`, `auth`): tokens signed with the shared BETTER_AUTH_SECRET.
+- JWKS mode (`KeyServer`): tokens signed like Better Auth's (EdDSA, ES256, ES512, RS256,
+  PS256), verified with the public keys the key server publishes, `iss` and `aud` defaulting
+  to BETTER_AUTH_URL.
+
+Every refusal is a 401 with a `{"detail": ...}` body and a `WWW-Authenticate: Bearer ...`
+challenge (never a 500); a key server that is down with no key cached is a 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import secrets
+import socket
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import OKPAlgorithm
+
+from taskapp.jwks import KeySet
+from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, claims, hs256_token
+
+ASYMMETRIC = ["EdDSA", "ES256", "ES512", "RS256", "PS256"]
+TASKS = "/api/alice/tasks"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segment(value: object) -> str:
+    return b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def hmac_token(header: dict, payload: dict, secret: bytes, digest=hashlib.sha256) -> str:
+    """An HMAC-signed JWS built by hand, so any header and any key bytes can be used."""
+    signing_input = f"{segment(header)}.{segment(payload)}"
+    signature = hmac.new(secret, signing_input.encode(), digest).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def signed_with_header(key: SigningKey, header: dict, payload: dict) -> str:
+    """A token correctly signed by `key` with exactly `header` (PyJWT refuses some headers)."""
+    signing_input = f"{segment(header)}.{segment(payload)}"
+    algorithm = jwt.get_algorithm_by_name(key.algorithm)
+    signature = algorithm.sign(signing_input.encode(), key.private_key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def assert_unauthorized(response) -> None:
+    assert response.status_code == 401, (response.status_code, response.get_data(as_text=True))
+    body = response.get_json()
+    assert isinstance(body, dict)
+    assert list(body) == ["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    assert response.headers.get("WWW-Authenticate", "").startswith("Bearer")
+
+
+def assert_service_unavailable(response) -> None:
+    assert response.status_code == 503, (response.status_code, response.get_data(as_text=True))
+    assert response.headers.get("Retry-After")
+    body = response.get_json()
+    assert isinstance(body, dict)
+    assert isinstance(body.get("detail"), str)
+    assert body["detail"]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def better_auth_claims(base_url: str, sub: str | None = "alice", **extra) -> dict:
+    """Claims as Better Auth issues them: `iss` and `aud` are its base URL."""
+    return claims(sub, **{"iss": base_url, "aud": base_url, **extra})
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def key_server():
+    with KeyServer() as server:
+        yield server
+
+
+@pytest.fixture
+def attacker_server():
+    with KeyServer() as server:
+        yield server
+
+
+@pytest.fixture
+def signing_key(key_server):
+    """An EdDSA key (Better Auth's default) published by `key_server`."""
+    key = SigningKey("EdDSA")
+    key_server.publish(key)
+    return key
+
+
+@pytest.fixture
+def jwks_client(make_app, key_server):
+    """A client of an app that trusts `key_server`; settings may be added by name."""
+
+    def build(**settings):
+        return make_app(BETTER_AUTH_URL=key_server.base_url, **settings).test_client()
+
+    return build
+
+
+@pytest.fixture
+def valid_claims(key_server):
+    return lambda sub="alice", **extra: better_auth_claims(key_server.base_url, sub, **extra)
+
+
+# --- HS256 mode: the token and where it is sent ----------------------------------------------
+
+
+def test_hs256_valid_token_is_accepted(client, auth):
+    response = client.get(TASKS, headers=auth())
+    assert response.status_code == 200
+    assert response.get_json() == []
+
+
+def test_missing_authorization_header_is_401(client):
+    assert_unauthorized(client.get(TASKS))
+
+
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    "])
+def test_bearer_without_a_token_is_401(client, value):
+    assert_unauthorized(client.get(TASKS, headers={"Authorization": value}))
+
+
+def test_bearer_with_two_tokens_is_401(client):
+    token = hs256_token()
+    assert_unauthorized(client.get(TASKS, headers={"Authorization": f"Bearer {token} {token}"}))
+
+
+def test_10_kb_of_junk_is_401(client):
+    junk = secrets.token_urlsafe(7680)
+    assert len(junk) >= 10 * 1024
+    assert_unauthorized(client.get(TASKS, headers={"Authorization": f"Bearer {junk}"}))
+
+
+def test_10_kb_of_junk_with_dots_is_401(client):
+    junk = ".".join(secrets.token_urlsafe(2560) for _ in range(3))
+    assert len(junk) >= 10 * 1024
+    assert_unauthorized(client.get(TASKS, headers={"Authorization": f"Bearer {junk}"}))
+
+
+@pytest.mark.parametrize("scheme", ["Token", "JWT", "Basic"])
+def test_wrong_scheme_is_401(client, scheme):
+    response = client.get(TASKS, headers={"Authorization": f"{scheme} {hs256_token()}"})
+    assert_unauthorized(response)
+
+
+@pytest.mark.parametrize("name", ["jwt", "access_token"])
+def test_token_in_query_string_is_not_accepted(client, name):
+    assert_unauthorized(client.get(TASKS, query_string={name: hs256_token()}))
+
+
+@pytest.mark.parametrize("name", ["access_token_cookie", "access_token", "jwt"])
+def test_token_in_cookie_is_not_accepted(client, name):
+    client.set_cookie(name, hs256_token())
+    assert_unauthorized(client.get(TASKS))
+
+
+# --- HS256 mode: signature and algorithm ----------------------------------------------------
+
+
+def test_token_signed_with_another_secret_is_401(client):
+    token = hs256_token(secret="another-secret-that-is-also-long-enough-0123456789")
+    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+def test_payload_edited_after_signing_is_401(client):
+    header, _payload, signature = hs256_token("alice").split(".")
+    forged = f"{header}.{segment(claims('mallory'))}.{signature}"
+    assert_unauthorized(client.get("/api/mallory/tasks", headers=bearer(forged)))
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_unsigned_alg_none_token_is_401(client, alg):
+    token = f"{segment({'alg': alg, 'typ': 'JWT'})}.{segment(claims())}."
+    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+def test_hs512_token_is_401(client):
+    header = {"alg": "HS512", "typ": "JWT"}
+    token = hmac_token(header, claims(), HS_SECRET.encode(), digest=hashlib.sha512)
+    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+def test_crit_header_with_a_newline_is_401_not_500(client):
+    header = {"alg": "HS256", "typ": "JWT", "crit": ["x\r\nSet-Cookie: session=stolen"]}
+    token = hmac_token(header, claims(), HS_SECRET.encode())
+    response = client.get(TASKS, headers=bearer(token))
+    assert_unauthorized(response)
+    assert "Set-Cookie" not in response.headers
+
+
+def test_crit_header_with_non_latin1_text_is_401_over_real_http(http_server):
+    header = {"alg": "HS256", "typ": "JWT", "crit": ["\u20ac"]}
+    token = hmac_token(header, claims(), HS_SECRET.encode())
+    host, port = http_server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", TASKS, headers={**bearer(token), "Connection": "close"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 401
+    assert list(body) == ["detail"]
+    assert response.getheader("WWW-Authenticate", "").startswith("Bearer")
+
+
+# --- HS256 mode: time claims -----------------------------------------------------------------
+
+
+def test_expired_token_is_401(client, auth):
+    now = int(time.time())
+    assert_unauthorized(client.get(TASKS, headers=auth(iat=now - 1000, exp=now - 120)))
+
+
+def test_nbf_in_the_future_beyond_leeway_is_401(client, auth):
+    assert_unauthorized(client.get(TASKS, headers=auth(nbf=int(time.time()) + 120)))
+
+
+def test_iat_in_the_future_beyond_leeway_is_401(client, auth):
+    now = int(time.time())
+    assert_unauthorized(client.get(TASKS, headers=auth(iat=now + 120, exp=now + 900)))
+
+
+def test_token_expired_within_the_leeway_is_accepted(client, auth):
+    now = int(time.time())
+    response = client.get(TASKS, headers=auth(iat=now - 900, exp=now - 10))
+    assert response.status_code == 200
+
+
+def test_token_without_exp_is_401(client):
+    payload = {"sub": "alice", "id": "alice", "iat": int(time.time())}
+    token = hmac_token({"alg": "HS256", "typ": "JWT"}, payload, HS_SECRET.encode())
+    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+# --- HS256 mode: identity --------------------------------------------------------------------
+
+
+def test_token_without_sub_is_401(client):
+    assert_unauthorized(client.get(TASKS, headers=bearer(hs256_token(sub=None))))
+
+
+@pytest.mark.parametrize("sub", ["", "   "])
+def test_blank_sub_is_401(client, sub):
+    # Were the token accepted, the identity would differ from "alice": 403, not 401.
+    assert_unauthorized(client.get(TASKS, headers=bearer(hs256_token(sub))))
+
+
+def test_non_string_sub_is_401(client):
+    token = hs256_token(sub=123)
+    assert_unauthorized(client.get("/api/123/tasks", headers=bearer(token)))
+
+
+# --- JWKS mode: accepted tokens --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ASYMMETRIC)
+def test_jwks_valid_token_creates_and_lists_tasks(jwks_client, key_server, valid_claims, algorithm):
+    key = SigningKey(algorithm)
+    key_server.publish(key)
+    client = jwks_client()
+    headers = bearer(key.sign(valid_claims()))
+    created = client.post(TASKS, json={"title": f"signed with {algorithm}"}, headers=headers)
+    assert created.status_code == 201, created.get_json()
+    listed = client.get(TASKS, headers=headers)
+    assert listed.status_code == 200
+    assert [task["id"] for task in listed.get_json()] == [created.get_json()["id"]]
+
+
+def test_better_auth_user_claims_are_harmless(jwks_client, signing_key, valid_claims):
+    user = {
+        "id": "alice",
+        "email": "alice@example.com",
+        "name": "Alice",
+        "emailVerified": True,
+        "image": None,
+        "createdAt": "2026-01-17T09:30:00.000Z",
+        "updatedAt": "2026-01-17T09:30:00.000Z",
+    }
+    token = signing_key.sign(valid_claims(**user))
+    assert jwks_client().get(TASKS, headers=bearer(token)).status_code == 200
+
+
+def test_identity_claim_setting_names_the_user(jwks_client, signing_key, valid_claims):
+    client = jwks_client(JWT_IDENTITY_CLAIM="user_id")
+    token = signing_key.sign(valid_claims("alice", user_id="bob"))
+    assert client.get("/api/bob/tasks", headers=bearer(token)).status_code == 200
+
+
+def test_identity_claim_setting_ignores_sub(jwks_client, signing_key, valid_claims):
+    client = jwks_client(JWT_IDENTITY_CLAIM="user_id")
+    token = signing_key.sign(valid_claims("alice", user_id="bob"))
+    assert client.get(TASKS, headers=bearer(token)).status_code == 403
+
+
+def test_identity_claim_setting_refuses_tokens_without_it(jwks_client, signing_key, valid_claims):
+    client = jwks_client(JWT_IDENTITY_CLAIM="user_id")
+    assert_unauthorized(client.get(TASKS, headers=bearer(signing_key.sign(valid_claims()))))
+
+
+# --- JWKS mode: issuer and audience ----------------------------------------------------------
+
+
+def test_wrong_issuer_is_401(jwks_client, signing_key, valid_claims):
+    token = signing_key.sign(valid_claims(iss="https://evil.example"))
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+def test_wrong_audience_is_401(jwks_client, signing_key, valid_claims):
+    token = signing_key.sign(valid_claims(aud="https://evil.example"))
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+OVERRIDES = {
+    "JWT_ISSUER": "https://auth-a.example, https://auth-b.example",
+    "JWT_AUDIENCE": "tasks-api,https://app.example",
+}
+
+
+@pytest.mark.parametrize(
+    ("iss", "aud"),
+    [("https://auth-a.example", "tasks-api"), ("https://auth-b.example", "https://app.example")],
+)
+def test_jwt_issuer_and_audience_lists_are_accepted(
+    jwks_client, signing_key, valid_claims, iss, aud
+):
+    token = signing_key.sign(valid_claims(iss=iss, aud=aud))
+    assert jwks_client(**OVERRIDES).get(TASKS, headers=bearer(token)).status_code == 200
+
+
+def test_jwt_issuer_replaces_the_default_issuer(jwks_client, signing_key, valid_claims):
+    token = signing_key.sign(valid_claims(aud="tasks-api"))  # iss: BETTER_AUTH_URL
+    assert_unauthorized(jwks_client(**OVERRIDES).get(TASKS, headers=bearer(token)))
+
+
+def test_jwt_audience_replaces_the_default_audience(jwks_client, signing_key, valid_claims):
+    token = signing_key.sign(valid_claims(iss="https://auth-a.example"))  # aud: BETTER_AUTH_URL
+    assert_unauthorized(jwks_client(**OVERRIDES).get(TASKS, headers=bearer(token)))
+
+
+# --- JWKS mode: kid --------------------------------------------------------------------------
+
+
+def test_signature_by_another_key_with_the_published_kid_is_401(
+    jwks_client, signing_key, valid_claims
+):
+    impostor = SigningKey("EdDSA", kid=signing_key.kid)
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(impostor.sign(valid_claims()))))
+
+
+def test_unknown_kid_is_401(jwks_client, signing_key, valid_claims):
+    token = signing_key.sign(valid_claims(), kid=uuid.uuid4().hex)
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+def test_very_long_kid_is_401(jwks_client, signing_key, valid_claims):
+    token = signing_key.sign(valid_claims(), kid="k" * 5000)
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+@pytest.mark.parametrize(
+    "kid", ["../../etc/passwd", "http://evil/x?y#z", "/api/auth/jwks/../../admin", "%2e%2e%2f"]
+)
+def test_kid_with_path_or_url_characters_is_401_and_only_the_jwks_is_fetched(
+    jwks_client, key_server, signing_key, valid_claims, kid
+):
+    token = signing_key.sign(valid_claims(), kid=kid)
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+    assert set(key_server.requested_paths) == {"/api/auth/jwks"}
+
+
+@pytest.mark.parametrize("kid", [123, {"kid": "x"}, ["x"], None])
+def test_non_string_kid_is_401(jwks_client, signing_key, valid_claims, kid):
+    header = {"alg": "EdDSA", "typ": "JWT", "kid": kid}
+    token = signed_with_header(signing_key, header, valid_claims())
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+def test_token_without_kid_is_401(jwks_client, signing_key, valid_claims):
+    token = jwt.encode(valid_claims(), signing_key.private_key, algorithm="EdDSA")
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+# --- JWKS mode: algorithm confusion and key headers -----------------------------------------
+
+
+def public_key_pem(key: SigningKey) -> bytes:
+    return key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.mark.parametrize(
+    "secret_of",
+    [
+        pytest.param(public_key_pem, id="pem"),
+        pytest.param(lambda key: base64.urlsafe_b64decode(key.public_jwk["x"] + "=="), id="x"),
+        pytest.param(lambda key: key.public_jwk["x"].encode(), id="x-text"),
+    ],
+)
+def test_hs256_signed_with_the_public_key_is_401(jwks_client, signing_key, valid_claims, secret_of):
+    header = {"alg": "HS256", "typ": "JWT", "kid": signing_key.kid}
+    token = hmac_token(header, valid_claims(), secret_of(signing_key))
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+def test_algorithm_other_than_the_keys_declared_alg_is_401(jwks_client, key_server, valid_claims):
+    rsa_key = SigningKey("RS256")
+    key_server.publish(rsa_key)
+    token = jwt.encode(
+        valid_claims(), rsa_key.private_key, algorithm="PS256", headers={"kid": rsa_key.kid}
+    )
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+@pytest.mark.parametrize("header_name", ["jku", "x5u", "jwk"])
+def test_key_location_headers_are_ignored(
+    jwks_client, signing_key, attacker_server, valid_claims, header_name
+):
+    attacker = SigningKey("EdDSA")
+    attacker_server.publish(attacker)
+    value = {
+        "jku": f"{attacker_server.base_url}/api/auth/jwks",
+        "x5u": f"{attacker_server.base_url}/api/auth/jwks",
+        "jwk": attacker.public_jwk,
+    }[header_name]
+    token = attacker.sign(valid_claims(), headers={header_name: value})
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+    assert attacker_server.fetches == 0
+    assert attacker_server.requested_paths == []
+
+
+def test_key_published_with_its_private_part_is_not_trusted(jwks_client, key_server, valid_claims):
+    leaked = SigningKey("EdDSA")
+    private_jwk = OKPAlgorithm.to_jwk(leaked.private_key, as_dict=True)
+    key_server.keys = [{**private_jwk, "kid": leaked.kid, "alg": "EdDSA"}]
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(leaked.sign(valid_claims()))))
+
+
+def test_malformed_key_in_the_jwks_does_not_block_the_valid_key(
+    jwks_client, key_server, signing_key, valid_claims
+):
+    key_server.keys = [{"kid": "no-kty"}, signing_key.public_jwk]
+    response = jwks_client().get(TASKS, headers=bearer(signing_key.sign(valid_claims())))
+    assert response.status_code == 200, response.get_json()
+
+
+# --- JWKS mode: rotation and fetch throttling -------------------------------------------------
+
+
+def test_rotated_in_key_is_accepted_without_rebuilding_the_app(
+    jwks_client, key_server, signing_key, valid_claims
+):
+    client = jwks_client(JWKS_MIN_REFETCH_SECONDS="0")
+    assert client.get(TASKS, headers=bearer(signing_key.sign(valid_claims()))).status_code == 200
+    new_key = SigningKey("EdDSA")
+    key_server.publish(signing_key, new_key)
+    assert client.get(TASKS, headers=bearer(new_key.sign(valid_claims()))).status_code == 200
+
+
+def test_old_key_keeps_working_while_still_listed(
+    jwks_client, key_server, signing_key, valid_claims
+):
+    client = jwks_client(JWKS_MIN_REFETCH_SECONDS="0")
+    old_token = signing_key.sign(valid_claims())
+    assert client.get(TASKS, headers=bearer(old_token)).status_code == 200
+    new_key = SigningKey("EdDSA")
+    key_server.publish(signing_key, new_key)
+    assert client.get(TASKS, headers=bearer(new_key.sign(valid_claims()))).status_code == 200
+    assert client.get(TASKS, headers=bearer(old_token)).status_code == 200
+
+
+def test_random_unknown_kids_do_not_hammer_the_key_server(
+    jwks_client, key_server, signing_key, valid_claims
+):
+    client = jwks_client()
+    payload = valid_claims()
+    for _ in range(1000):
+        token = signing_key.sign(payload, kid=uuid.uuid4().hex)
+        assert client.get(TASKS, headers=bearer(token)).status_code == 401
+    assert 1 <= key_server.fetches <= 2
+
+
+# --- JWKS mode: key server outages -----------------------------------------------------------
+
+
+def test_cached_keys_keep_working_when_the_key_server_is_down(
+    jwks_client, key_server, signing_key, valid_claims
+):
+    # No cache lifetime and no throttle: the second request does ask the server, and fails.
+    client = jwks_client(JWKS_CACHE_SECONDS="0", JWKS_MIN_REFETCH_SECONDS="0")
+    headers = bearer(signing_key.sign(valid_claims()))
+    assert client.get(TASKS, headers=headers).status_code == 200
+    key_server.available = False
+    assert client.get(TASKS, headers=headers).status_code == 200
+    assert key_server.fetches == 2
+
+
+def test_cold_start_with_the_key_server_unavailable_is_503(
+    jwks_client, key_server, signing_key, valid_claims
+):
+    key_server.available = False
+    response = jwks_client().get(TASKS, headers=bearer(signing_key.sign(valid_claims())))
+    assert_service_unavailable(response)
+
+
+def test_cold_start_with_nothing_listening_is_503(make_app):
+    base_url = f"http://127.0.0.1:{free_port()}"
+    key = SigningKey("EdDSA")
+    client = make_app(BETTER_AUTH_URL=base_url).test_client()
+    response = client.get(TASKS, headers=bearer(key.sign(better_auth_claims(base_url))))
+    assert_service_unavailable(response)
+
+
+def test_key_server_recovery_needs_no_new_app(jwks_client, key_server, signing_key, valid_claims):
+    client = jwks_client(JWKS_MIN_REFETCH_SECONDS="0")
+    headers = bearer(signing_key.sign(valid_claims()))
+    key_server.available = False
+    assert_service_unavailable(client.get(TASKS, headers=headers))
+    key_server.available = True
+    assert client.get(TASKS, headers=headers).status_code == 200
+
+
+def test_reachable_key_server_without_usable_keys_is_401_not_503(jwks_client, key_server):
+    key = SigningKey("EdDSA")
+    key_server.keys = []
+    response = jwks_client().get(
+        TASKS, headers=bearer(key.sign(better_auth_claims(key_server.base_url)))
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_readyz_in_jwks_mode_follows_the_key_server(jwks_client, key_server, signing_key):
+    client = jwks_client()
+    key_server.available = False
+    assert_service_unavailable(client.get("/readyz"))
+    key_server.available = True
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_survives_a_malformed_jwks_document(jwks_client, key_server, signing_key):
+    key_server.keys = [{"kid": "broken", "kty": "OKP", "crv": "Ed25519", "x": "%%%"}]
+    response = jwks_client().get("/readyz")
+    assert response.status_code == 200
+
+
+# --- taskapp.jwks.KeySet ---------------------------------------------------------------------
+
+
+def keyset_for(server: KeyServer) -> KeySet:
+    url = f"{server.base_url}/api/auth/jwks"
+    return KeySet(url, timeout=3, cache_seconds=600, min_refetch_seconds=0)
+
+
+def assert_key_verifies(keyset: KeySet, key: SigningKey) -> None:
+    public_key = keyset.public_key(key.kid, key.algorithm)
+    assert public_key is not None
+    decoded = jwt.decode(key.sign(claims()), public_key, algorithms=[key.algorithm])
+    assert decoded["sub"] == "alice"
+
+
+def test_keyset_ignores_keys_with_private_parameters(key_server, signing_key):
+    leaked = SigningKey("EdDSA")
+    private_jwk = OKPAlgorithm.to_jwk(leaked.private_key, as_dict=True)
+    key_server.keys = [{**private_jwk, "kid": leaked.kid, "alg": "EdDSA"}, signing_key.public_jwk]
+    keyset = keyset_for(key_server)
+    assert keyset.jwk(leaked.kid) is None
+    assert_key_verifies(keyset, signing_key)
+
+
+MALFORMED_KEYS = {
+    "no-kty": {"kid": "bad"},
+    "unknown-kty": {"kty": "XYZ", "kid": "bad"},
+    "okp-without-x": {"kty": "OKP", "crv": "Ed25519", "kid": "bad"},
+    "okp-bad-x": {"kty": "OKP", "crv": "Ed25519", "x": "%%%not-base64%%%", "kid": "bad"},
+    "okp-unknown-curve": {"kty": "OKP", "crv": "Ed448x", "x": "AAAA", "kid": "bad"},
+    "ec-without-y": {"kty": "EC", "crv": "P-256", "x": "AAAA", "kid": "bad"},
+    "rsa-without-e": {"kty": "RSA", "n": "AQAB", "kid": "bad"},
+    "not-an-object": "bad",
+    "null": None,
+}
+
+
+@pytest.mark.parametrize("malformed", MALFORMED_KEYS.values(), ids=MALFORMED_KEYS.keys())
+def test_keyset_ignores_malformed_keys(key_server, signing_key, malformed):
+    key_server.keys = [malformed, signing_key.public_jwk]
+    keyset = keyset_for(key_server)
+    assert keyset.jwk("bad") is None
+    assert_key_verifies(keyset, signing_key)
