@@ -12,19 +12,26 @@
 
 from __future__ import annotations
 
+import time
 from functools import wraps
 
 from flask import Flask, current_app
 from flask_jwt_extended import get_jwt_identity, jwt_required
-from jwt.exceptions import InvalidAlgorithmError, InvalidKeyError, InvalidTokenError, PyJWKError
+from jwt.exceptions import (
+    InvalidAlgorithmError,
+    InvalidKeyError,
+    InvalidTokenError,
+    PyJWKError,
+    PyJWTError,
+)
 
 from taskapp.errors import error_response
 from taskapp.extensions import jwt
 from taskapp.jwks import KeySet
+from taskapp.models import USER_ID_MAX
 
 KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
-MAX_USER_ID_LENGTH = 255
 REALM = 'Bearer realm="taskapp"'
 MAX_REASON_LENGTH = 120
 
@@ -38,6 +45,9 @@ def init_auth(app: Flask) -> None:
             min_refetch_seconds=app.config["JWKS_MIN_REFETCH_SECONDS"],
         )
     jwt.init_app(app)
+    # flask-jwt-extended maps the token errors it knows to its callbacks; any other
+    # PyJWT error raised while verifying is still the token's fault, never a 500.
+    app.register_error_handler(PyJWTError, _unverifiable_token)
 
 
 def key_server_ready() -> bool:
@@ -70,11 +80,13 @@ def claims_problem(payload: dict) -> str | None:
     """Why a verified token still cannot identify a caller, or None when it can."""
     if "exp" not in payload:
         return "The token has no expiry"
+    if payload["exp"] - time.time() > current_app.config["JWT_MAX_LIFETIME_SECONDS"]:
+        return "The token expires too far in the future"
     identity = payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
     if (
         not isinstance(identity, str)
         or not identity.strip()
-        or len(identity) > MAX_USER_ID_LENGTH
+        or len(identity) > USER_ID_MAX
         or "\x00" in identity
     ):
         return "The token does not name a valid user"
@@ -89,12 +101,16 @@ def claims_are_acceptable(_header: dict, payload: dict) -> bool:
 def _unauthorized(description: str, error: str | None = "invalid_token"):
     # Library reasons can quote the token's own header, so they are cut short, and
     # only printable ASCII (no quote, no backslash) may enter the header value.
-    description = description[:MAX_REASON_LENGTH]
+    description = description[:MAX_REASON_LENGTH].rstrip(".")
     challenge = REALM
     if error:
         safe = "".join(c for c in description if " " <= c <= "~" and c not in '"\\')
         challenge += f', error="{error}", error_description="{safe}"'
     return error_response(401, f"{description}.", headers={"WWW-Authenticate": challenge})
+
+
+def _unverifiable_token(_error: PyJWTError):
+    return _unauthorized("The token could not be verified")
 
 
 @jwt.unauthorized_loader

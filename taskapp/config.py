@@ -127,6 +127,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
     if not jwks_url and set(algorithms) - set(SYMMETRIC_ALGORITHMS):
         raise ConfigError("asymmetric JWT_ALGORITHMS need BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL")
 
+    cors_origins = _list(source, "CORS_ORIGINS")
     issuers = _list(source, "JWT_ISSUER") or ([better_auth_url] if better_auth_url else [])
     audiences = _list(source, "JWT_AUDIENCE") or ([better_auth_url] if better_auth_url else [])
 
@@ -146,9 +147,9 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "JWKS_TIMEOUT_SECONDS": _number(source, "JWKS_TIMEOUT_SECONDS", 3, 0.1),
         "JWKS_CACHE_SECONDS": _number(source, "JWKS_CACHE_SECONDS", 600, 0),
         "JWKS_MIN_REFETCH_SECONDS": _number(source, "JWKS_MIN_REFETCH_SECONDS", 5, 0),
-        "CORS_ORIGINS": _list(source, "CORS_ORIGINS"),
+        "CORS_ORIGINS": cors_origins,
         "CORS_OPTIONS": {
-            "origins": _list(source, "CORS_ORIGINS"),
+            "origins": cors_origins,
             "allow_headers": [
                 "Authorization",
                 "Content-Type",
@@ -184,6 +185,8 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "JWT_ENCODE_ISSUER": issuers[0] if issuers else None,
         "JWT_ENCODE_AUDIENCE": audiences[0] if audiences else None,
         "JWT_DECODE_LEEWAY": int(_number(source, "JWT_LEEWAY_SECONDS", 30, 0)),
+        # A token whose exp is decades away is a token that never expires.
+        "JWT_MAX_LIFETIME_SECONDS": _number(source, "JWT_MAX_LIFETIME_SECONDS", 30 * 86400, 60),
         "JWT_IDENTITY_CLAIM": source.get("JWT_IDENTITY_CLAIM", "sub").strip() or "sub",
         "API_TITLE": "taskapp",
         "API_VERSION": "1.0.0",

@@ -12,6 +12,7 @@ import logging
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ def handle_database_error(error: DBAPIError) -> Response:
     return handle_unexpected_exception(error)
 
 
+def handle_lost_race(_error: StaleDataError) -> Response:
+    # Another request changed or deleted the row between our read and our write.
+    return error_response(412, "The task was changed by another request; fetch it and retry.")
+
+
 def handle_unexpected_exception(error: BaseException) -> Response:
     log.error("unhandled exception", exc_info=error)
     return error_response(500)
@@ -113,4 +119,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ServiceUnavailable, handle_service_unavailable)
     app.register_error_handler(PoolTimeoutError, handle_service_unavailable)
     app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(StaleDataError, handle_lost_race)
     app.register_error_handler(Exception, handle_unexpected_exception)

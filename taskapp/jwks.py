@@ -62,16 +62,19 @@ class KeySet:
             raise PyJWKError(f"key {kid!r} is for {jwk['alg']}, not {algorithm}")
         parsed = self._parsed.get((kid, algorithm))
         if parsed is None or parsed[0] is not jwk:
-            parsed = (jwk, PyJWK(jwk, algorithm).key)
+            key = PyJWK(jwk, algorithm)
+            # Parsing alone accepts, say, a P-256 key for ES512; preparing it checks
+            # the curve and size, here rather than in the middle of verification.
+            parsed = (jwk, key.Algorithm.prepare_key(key.key))
             self._parsed[(kid, algorithm)] = parsed
         return parsed[1]
 
     def is_ready(self) -> bool:
-        """True when keys are held or the key server answers now."""
+        """True when keys are held or the key server answered (subject to the refetch limit)."""
         if self._keys:
             return True
         try:
-            self._refresh(force=True)
+            self._refresh()
         except ServiceUnavailable:
             return False
         return True
@@ -79,14 +82,14 @@ class KeySet:
     def _stale(self) -> bool:
         return self._fetched_at is None or time.monotonic() - self._fetched_at > self.cache_seconds
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self) -> None:
         # While another thread fetches, requests that can be served from the keys
         # already held go on with them instead of queueing behind a slow key server.
-        if not self._lock.acquire(blocking=force or not self._keys):
+        if not self._lock.acquire(blocking=not self._keys):
             return
         try:
             now = time.monotonic()
-            if force or now - self._attempted_at >= self.min_refetch_seconds:
+            if now - self._attempted_at >= self.min_refetch_seconds:
                 self._attempted_at = now
                 try:
                     self._keys = self._fetch()

@@ -58,12 +58,16 @@ class Task(db.Model):
         return f'"{self.version}"'
 
     def set_completed(self, completed: bool, at: datetime | None = None) -> None:
-        """Mark done (at `at`, default now) or reopened; a repeat keeps the first `completed_at`."""
-        if completed and not self.is_completed:
-            self.completed_at = at or utcnow()
-        elif not completed:
-            self.completed_at = None
+        """Mark done or reopened at `at` (default now); a repeat changes nothing.
+
+        `completed_at` and `updated_at` get the same moment, the moment of the change.
+        """
+        if completed == self.is_completed:
+            return
+        now = at or utcnow()
         self.is_completed = completed
+        self.completed_at = now if completed else None
+        self.updated_at = now
 
 
 # The list query: one user's tasks, newest first, ties broken by id.

@@ -21,7 +21,14 @@ class StrictJSONParser(FlaskParser):
     def _raw_load_json(self, req):
         if not is_json_request(req):
             return core.missing
-        return json.loads(req.get_data(cache=True), parse_constant=_refuse_constant)
+        body = req.get_data(cache=True)
+        try:
+            return json.loads(body, parse_constant=_refuse_constant)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as error:
+            # Integers past Python's digit limit, nesting past the recursion limit.
+            raise json.JSONDecodeError(f"unreadable JSON: {error}", "body", 0) from None
 
 
 def check_request_body() -> None:

@@ -36,13 +36,17 @@ blp.ARGUMENTS_PARSER = StrictJSONParser()
 blp.before_request(check_request_body)
 
 
-def find_task(user_id: str, task_id: str) -> Task:
-    """The caller's task with this id, or 404: another user's task does not exist for them."""
+def find_task(user_id: str, task_id: str, for_update: bool = False) -> Task:
+    """The caller's task with this id, or 404: another user's task does not exist for them.
+
+    `for_update` locks the row (PostgreSQL) until the transaction ends, so a second
+    writer waits and then sees the first one's result instead of failing mid-way.
+    """
     try:
         key = uuid.UUID(task_id)
     except ValueError:
         abort(422, messages={"path": {"task_id": ["Not a valid UUID."]}})
-    task = db.session.get(Task, (user_id, key))
+    task = db.session.get(Task, (user_id, key), with_for_update=for_update)
     if task is None:
         abort(404, message="Task not found.")
     return task
@@ -58,7 +62,7 @@ def single_task_headers(task: Task) -> dict:
     return {"ETag": task.etag}
 
 
-@blp.route("", strict_slashes=False)
+@blp.route("")
 class TaskCollection(MethodView):
     decorators = [owner_required]
 
@@ -86,7 +90,7 @@ class TaskCollection(MethodView):
         return task, 201, {"Location": location, **single_task_headers(task)}
 
 
-@blp.route("/<task_id>", strict_slashes=False)
+@blp.route("/<task_id>")
 class TaskItem(MethodView):
     decorators = [owner_required]
 
@@ -94,7 +98,8 @@ class TaskItem(MethodView):
     def get(self, user_id: str, task_id: str):
         """Get one task."""
         task = find_task(user_id, task_id)
-        if request.if_none_match.contains(task.etag.strip('"')):
+        # Weak comparison (RFC 9110): a proxy that compresses may weaken the ETag.
+        if request.if_none_match.contains_weak(task.etag.strip('"')):
             return Response(status=304, headers=single_task_headers(task))
         return task, 200, single_task_headers(task)
 
@@ -102,7 +107,7 @@ class TaskItem(MethodView):
     @blp.response(200, TaskResponseSchema)
     def put(self, fields: dict, user_id: str, task_id: str):
         """Change a task: only the fields sent are changed."""
-        task = find_task(user_id, task_id)
+        task = find_task(user_id, task_id, for_update=True)
         check_if_match(task)
         if "is_completed" in fields:
             task.set_completed(fields.pop("is_completed"))
@@ -114,13 +119,13 @@ class TaskItem(MethodView):
     @blp.response(204)
     def delete(self, user_id: str, task_id: str):
         """Delete a task."""
-        task = find_task(user_id, task_id)
+        task = find_task(user_id, task_id, for_update=True)
         check_if_match(task)
         db.session.delete(task)
         db.session.commit()
 
 
-@blp.route("/<task_id>/complete", strict_slashes=False)
+@blp.route("/<task_id>/complete")
 class TaskCompletion(MethodView):
     decorators = [owner_required]
 
@@ -128,8 +133,14 @@ class TaskCompletion(MethodView):
     @blp.response(200, TaskResponseSchema)
     def patch(self, fields: dict, user_id: str, task_id: str):
         """Complete or reopen a task: toggles without a body, sets `is_completed` with one."""
-        task = find_task(user_id, task_id)
+        task = find_task(user_id, task_id, for_update=True)
         check_if_match(task)
-        task.set_completed(fields.get("is_completed", not task.is_completed))
+        if "is_completed" in fields:
+            task.set_completed(fields["is_completed"])
+        elif request.get_data(cache=True).strip():
+            # A body means "set": `{}` must not toggle on every retry.
+            abort(422, messages={"json": {"is_completed": ["Missing data for required field."]}})
+        else:
+            task.set_completed(not task.is_completed)
         db.session.commit()
         return task, 200, single_task_headers(task)

@@ -559,12 +559,45 @@ def test_reachable_key_server_without_usable_keys_is_401_not_503(jwks_client, ke
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize(("curve_of", "algorithm"), [("ES256", "ES512"), ("ES512", "ES256")])
+def test_ec_key_without_alg_used_with_the_wrong_curve_is_401(
+    jwks_client, key_server, valid_claims, curve_of, algorithm
+):
+    key = SigningKey(curve_of)
+    jwk = {k: v for k, v in key.public_jwk.items() if k != "alg"}
+    key_server.keys = [jwk]
+    header = {"alg": algorithm, "kid": key.kid, "typ": "JWT"}
+    signing_input = f"{segment(header)}.{segment(valid_claims())}"
+    size = 132 if algorithm == "ES512" else 64
+    token = f"{signing_input}.{b64url(bytes(size))}"
+    assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
+
+
+def test_token_expiring_decades_from_now_is_401(client):
+    token = hs256_token(exp=int(time.time()) + 40 * 365 * 86400)
+    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+def test_max_token_lifetime_is_configurable(make_app):
+    client = make_app(BETTER_AUTH_SECRET=HS_SECRET, JWT_MAX_LIFETIME_SECONDS="600").test_client()
+    assert client.get(TASKS, headers=bearer(hs256_token(lifetime=500))).status_code == 200
+    assert_unauthorized(client.get(TASKS, headers=bearer(hs256_token(lifetime=900))))
+
+
 def test_readyz_in_jwks_mode_follows_the_key_server(jwks_client, key_server, signing_key):
-    client = jwks_client()
+    client = jwks_client(JWKS_MIN_REFETCH_SECONDS="0")
     key_server.available = False
     assert_service_unavailable(client.get("/readyz"))
     key_server.available = True
     assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_does_not_bypass_the_refetch_limit(jwks_client, key_server):
+    client = jwks_client()
+    key_server.available = False
+    for _ in range(20):
+        assert client.get("/readyz").status_code == 503
+    assert key_server.fetches == 1
 
 
 def test_readyz_survives_a_malformed_jwks_document(jwks_client, key_server, signing_key):

@@ -27,6 +27,12 @@ def test_etag_changes_when_the_task_changes(client, auth, task_url):
     assert etag_of(client, auth, task_url) != before
 
 
+def test_if_none_match_compares_weakly(client, auth, task_url):
+    etag = etag_of(client, auth, task_url)
+    response = client.get(task_url, headers={**auth(), "If-None-Match": f"W/{etag}"})
+    assert response.status_code == 304
+
+
 def test_if_none_match_with_an_old_etag_returns_the_task(client, auth, task_url):
     old = etag_of(client, auth, task_url)
     client.put(task_url, json={"title": "New"}, headers=auth())

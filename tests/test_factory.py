@@ -1,5 +1,10 @@
 """The app factory and its configuration: what starts, and what refuses to."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from taskapp import create_app
@@ -154,3 +159,22 @@ def test_auth_disabled_in_development_trusts_the_path_user(tmp_path):
     response = app.test_client().get("/api/anyone/tasks")
     assert response.status_code == 200
     assert response.json == []
+
+
+def test_wsgi_reports_a_bad_configuration_in_one_line(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "taskapp: configuration error: no key source: set BETTER_AUTH_URL "
+        "(or BETTER_AUTH_JWKS_URL) or BETTER_AUTH_SECRET"
+    ]

@@ -138,9 +138,12 @@ def test_patch_complete_with_a_body_sets_and_is_idempotent(client, auth, create_
     assert reopened["is_completed"] is False
 
 
-def test_patch_complete_with_an_empty_json_object_toggles(client, auth, create_task):
+def test_patch_complete_with_an_empty_json_object_is_422_not_a_toggle(client, auth, create_task):
     url = f"/api/alice/tasks/{create_task()['id']}/complete"
-    assert client.patch(url, json={}, headers=auth()).json["is_completed"] is True
+    response = client.patch(url, json={}, headers=auth())
+    assert response.status_code == 422
+    assert response.json["errors"] == {"is_completed": ["Missing data for required field."]}
+    assert client.get(url.removesuffix("/complete"), headers=auth()).json["is_completed"] is False
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])

@@ -184,3 +184,15 @@ def test_postgresql_session_time_zone_does_not_change_loaded_values(app):
         db.session.rollback()
     assert loaded == moment
     assert loaded.tzinfo is UTC
+
+
+@pytest.mark.parametrize("how", ["patch", "put"])
+def test_completing_stamps_completed_at_and_updated_at_with_one_moment(
+    client, auth, create_task, how
+):
+    url = f"/api/alice/tasks/{create_task()['id']}"
+    if how == "patch":
+        done = client.patch(f"{url}/complete", headers=auth()).json
+    else:
+        done = client.put(url, json={"is_completed": True}, headers=auth()).json
+    assert done["completed_at"] == done["updated_at"]

@@ -425,3 +425,18 @@ def test_patch_complete_refuses_a_non_json_body_with_415(completer):
     response = completer.send(raw="is_completed=true", content_type="text/plain")
     assert_error(response, 415)
     completer.assert_nothing_changed()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"title": "x", "priority": ' + "9" * 5000 + "}",
+        '{"title": "x", "description": ' + "[" * 20000 + "]" * 20000 + "}",
+    ],
+    ids=["integer-past-the-digit-limit", "nesting-past-the-recursion-limit"],
+)
+def test_unreadable_json_is_400_not_500(writer, raw):
+    response = writer.send(raw=raw)
+    body = assert_error(response, 400)
+    assert body == {"detail": "The request body is not valid JSON."}
+    writer.assert_nothing_changed()
