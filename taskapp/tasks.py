@@ -86,7 +86,7 @@ class TaskCollection(MethodView):
         task.set_completed(completed, at=task.created_at)
         db.session.add(task)
         db.session.commit()
-        location = url_for("tasks.TaskItem", user_id=user_id, task_id=task.id)
+        location = url_for("tasks.TaskItem", user_id=user_id, task_id=task.id, _external=True)
         return task, 201, {"Location": location, **single_task_headers(task)}
 
 

@@ -13,7 +13,7 @@ def test_create_returns_201_with_location_and_the_task(client, auth):
     )
     assert response.status_code == 201
     task = response.json
-    assert response.headers["Location"].endswith(f"/api/alice/tasks/{task['id']}")
+    assert response.headers["Location"] == f"http://localhost/api/alice/tasks/{task['id']}"
     assert uuid.UUID(task["id"])
     assert task["user_id"] == "alice"
     assert task["title"] == "Buy milk"
