@@ -7,9 +7,17 @@ FLASK := APP_ENV=development $(BIN)/flask --app wsgi
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
+NODE_STAMP := tests/betterauth/node_modules/.installed
+# The Better Auth tests need Node.js; without npm they skip (and fail in CI).
+TEST_DEPS := $(STAMP) $(if $(shell command -v npm 2>/dev/null),$(NODE_STAMP))
+
 .PHONY: install run test lint format clean
 
 install: $(STAMP)
+
+$(NODE_STAMP): tests/betterauth/package.json tests/betterauth/package-lock.json
+	npm ci --prefix tests/betterauth --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +31,7 @@ run: install
 	  printf '\nTry it:\n  curl -H "Authorization: Bearer %s" http://$(HOST):$(PORT)/api/demo-user/tasks\n\n' "$$TOKEN" || true
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
-test: install
+test: $(TEST_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -35,4 +43,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/betterauth/node_modules

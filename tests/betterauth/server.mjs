@@ -1,0 +1,58 @@
+// A real Better Auth server for taskapp's tests: email and password sign-in, the
+// JWT plugin, the memory adapter, on a free 127.0.0.1 port. It prints one JSON line,
+// {"baseURL": ...}, once it is listening; the tests read it to find the server.
+//
+// Settings (environment):
+//   ALG              the signing algorithm, jwks.keyPairConfig.alg (default EdDSA)
+//   CUSTOM_PAYLOAD   "1": a definePayload that leaves out most of the user object
+//   TRUSTED_ORIGINS  comma-separated origins allowed besides baseURL
+// Test-only route: POST /__test__/rotate mints a new signing key (rotation); the
+// old ones stay listed, as after a rotation in a real deployment.
+import http from "node:http";
+import { betterAuth } from "better-auth";
+import { memoryAdapter } from "better-auth/adapters/memory";
+import { toNodeHandler } from "better-auth/node";
+import { createJwk, jwt } from "better-auth/plugins/jwt";
+
+const server = http.createServer();
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const baseURL = `http://127.0.0.1:${server.address().port}`;
+
+const jwtOptions = { jwks: { keyPairConfig: { alg: process.env.ALG || "EdDSA" } } };
+if (process.env.CUSTOM_PAYLOAD === "1") {
+  jwtOptions.jwt = {
+    definePayload: ({ user }) => ({ email: user.email, role: "member" }),
+  };
+}
+
+const auth = betterAuth({
+  baseURL,
+  secret: "test-only-secret-of-better-auth-0123456789",
+  database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
+  emailAndPassword: { enabled: true },
+  rateLimit: { enabled: false },
+  trustedOrigins: (process.env.TRUSTED_ORIGINS || "").split(",").filter(Boolean),
+  plugins: [jwt(jwtOptions)],
+});
+
+const handleAuth = toNodeHandler(auth);
+
+async function rotate(res) {
+  const key = await createJwk({ context: await auth.$context }, jwtOptions);
+  res.writeHead(200, { "content-type": "application/json" });
+  res.end(JSON.stringify({ kid: key.id }));
+}
+
+server.on("request", (req, res) => {
+  if (req.method === "POST" && req.url === "/__test__/rotate") {
+    rotate(res).catch((error) => {
+      res.writeHead(500);
+      res.end(String(error));
+    });
+    return;
+  }
+  handleAuth(req, res);
+});
+
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
+console.log(JSON.stringify({ baseURL }));
