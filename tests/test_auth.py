@@ -540,6 +540,18 @@ def test_cold_start_with_nothing_listening_is_503(make_app):
     assert_service_unavailable(response)
 
 
+def test_key_server_that_never_answers_is_503_after_the_fetch_timeout(make_app):
+    # A listening socket that is never accepted from: the connection opens, no reply comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        base_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        client = make_app(BETTER_AUTH_URL=base_url, JWKS_TIMEOUT_SECONDS="0.2").test_client()
+        key = SigningKey("EdDSA")
+        response = client.get(TASKS, headers=bearer(key.sign(better_auth_claims(base_url))))
+    assert_service_unavailable(response)
+
+
 def test_key_server_recovery_needs_no_new_app(jwks_client, key_server, signing_key, valid_claims):
     client = jwks_client(JWKS_MIN_REFETCH_SECONDS="0")
     headers = bearer(signing_key.sign(valid_claims()))
