@@ -7,17 +7,15 @@ empty. Without it the PostgreSQL half is skipped on a laptop, and fails in CI.
 from __future__ import annotations
 
 import os
-import threading
 
 import flask_migrate
 import pytest
 from sqlalchemy import delete
-from werkzeug.serving import make_server
 
 from taskapp import create_app
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, bearer, hs256_token, served
 
 # Settings a developer's shell or .env may carry; tests choose their own.
 SETTINGS = (
@@ -124,11 +122,5 @@ def create_task(client, auth):
 @pytest.fixture
 def http_server(app):
     """The app behind a real HTTP server on 127.0.0.1; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with served(app) as base_url:
+        yield base_url

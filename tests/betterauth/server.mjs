@@ -8,6 +8,9 @@
 //   TRUSTED_ORIGINS  comma-separated origins allowed besides baseURL
 // Test-only route: POST /__test__/rotate mints a new signing key (rotation); the
 // old ones stay listed, as after a rotation in a real deployment.
+// GET /app serves app.html, the frontend of the browser test (tests/betterauth/e2e.mjs):
+// a Next.js app lives on Better Auth's origin in a real deployment, so the page does too.
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
@@ -36,6 +39,7 @@ const auth = betterAuth({
 });
 
 const handleAuth = toNodeHandler(auth);
+const appPage = readFileSync(new URL("./app.html", import.meta.url));
 
 async function rotate(res) {
   const key = await createJwk({ context: await auth.$context }, jwtOptions);
@@ -49,6 +53,12 @@ server.on("request", (req, res) => {
       res.writeHead(500);
       res.end(String(error));
     });
+    return;
+  }
+  // The page reads its settings from the query string (?api=...): match the path only.
+  if (req.method === "GET" && new URL(req.url, baseURL).pathname === "/app") {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
+    res.end(appPage);
     return;
   }
   handleAuth(req, res);
