@@ -11,7 +11,7 @@ NODE_STAMP := tests/betterauth/node_modules/.installed
 # The Better Auth tests need Node.js; without npm they skip (and fail in CI).
 TEST_DEPS := $(STAMP) $(if $(shell command -v npm 2>/dev/null),$(NODE_STAMP))
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format openapi bench clean
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+openapi: install
+	$(FLASK) openapi write openapi.json
+
+bench: install
+	$(BIN)/python -m bench.list_queries
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/betterauth/node_modules

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from taskapp import auth, cli, errors, health, tasks
+from taskapp import auth, cli, errors, health, openapi, tasks
 from taskapp.config import load_config
 from taskapp.extensions import api, cors, db, migrate
 from taskapp.schemas import ErrorSchema
@@ -32,8 +32,9 @@ def create_app(
     migrate.init_app(app, db, render_as_batch=True)
     auth.init_auth(app)
     api.ERROR_SCHEMA = ErrorSchema
+    openapi.init_openapi(app)
     api.init_app(app)
-    api.register_blueprint(tasks.blp)
+    tasks.init_tasks(app)
     app.register_blueprint(health.blp)
     # After Api.init_app, so taskapp's error shape replaces flask-smorest's.
     errors.register_error_handlers(app)

@@ -1,11 +1,13 @@
 """The Flask extensions, created unbound; `create_app()` binds them to an app."""
 
+import sqlite3
+
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData
+from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -29,3 +31,15 @@ migrate = Migrate()
 jwt = JWTManager()
 api = Api()
 cors = CORS()
+
+
+@event.listens_for(Engine, "connect")
+def _unicode_lower_on_sqlite(dbapi_connection, _record):
+    # SQLite's lower() folds ASCII only, so `q` (ILIKE, which SQLAlchemy writes as
+    # lower(x) LIKE lower(y) there) would miss "BRÛLÉE" in "brûlée". PostgreSQL's is fine.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(text):
+    return text.lower() if isinstance(text, str) else text

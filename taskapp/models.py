@@ -70,5 +70,11 @@ class Task(db.Model):
         self.updated_at = now
 
 
-# The list query: one user's tasks, newest first, ties broken by id.
+# One index per sort order of the list, each led by the owner, so every page,
+# first or deep, filtered or not, is a range scan of one user's entries.
 Index("ix_tasks_user_id_created_at_id", Task.user_id, Task.created_at.desc(), Task.id.desc())
+Index("ix_tasks_user_id_updated_at_id", Task.user_id, Task.updated_at.desc(), Task.id.desc())
+Index("ix_tasks_user_id_priority_id", Task.user_id, Task.priority.desc(), Task.id.desc())
+Index("ix_tasks_user_id_title_id", Task.user_id, Task.title, Task.id)
+# On PostgreSQL, migration 0003 adds pg_trgm GIN indexes on title and description
+# for `q`; they are not declared here because SQLite has no equivalent.

@@ -8,6 +8,7 @@ from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
+from taskapp.listing import DEFAULT_SORT, SORTS
 from taskapp.models import DESCRIPTION_MAX, PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX
 
 SERVER_OWNED_FIELDS = ("id", "user_id", "created_at", "updated_at", "completed_at")
@@ -20,6 +21,11 @@ class Text(fields.String):
         "nul": "Must not contain NUL characters.",
         "encoding": "Must be valid Unicode text.",
     }
+
+    def __init__(self, **kwargs):
+        # Tell the OpenAPI document too, so generated clients and fuzzers know.
+        kwargs["metadata"] = {"pattern": r"^[^\u0000]*$", **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -51,6 +57,8 @@ class StrictInteger(fields.Integer):
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool):  # bool is an int to Python, not to JSON
             raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON (and JSON Schema) has one number type: 4.0 is 4
         return super()._deserialize(value, attr, data, **kwargs)
 
 
@@ -116,6 +124,41 @@ class TaskUpdateSchema(_TaskBodySchema):
 class CompletionSchema(Schema):
     is_completed = StrictBoolean(
         metadata={"description": "Set to this value; without a body the state is toggled."}
+    )
+
+
+class TaskListQuerySchema(Schema):
+    """Query parameters of the task list; each bad value is a 422 naming it."""
+
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=100),
+        metadata={"description": "Tasks per page, 1 to 100."},
+    )
+    cursor = fields.String(
+        validate=validate.Length(min=1, max=2000),
+        metadata={"description": "The next page's cursor, from the previous page's `Link`."},
+    )
+    completed = fields.Boolean(
+        truthy={"true"}, falsy={"false"}, metadata={"description": "`true` or `false`."}
+    )
+    priorities = fields.List(
+        fields.Integer(validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX)),
+        data_key="priority",
+        metadata={"description": "Repeatable: `priority=4&priority=5`."},
+    )
+    q = Text(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Case-insensitive text in the title or description."},
+    )
+    updated_since = fields.AwareDateTime(
+        format="iso",
+        metadata={"description": "ISO 8601 with an offset: only tasks changed after it."},
+    )
+    sort = fields.String(
+        load_default=DEFAULT_SORT,
+        validate=validate.OneOf(list(SORTS)),
+        metadata={"description": "Order; `id` breaks ties."},
     )
 
 

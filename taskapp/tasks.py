@@ -7,25 +7,27 @@ and every query below filters on it.
 from __future__ import annotations
 
 import uuid
+from http import HTTPStatus
+from urllib.parse import urlencode
 
-from flask import Response, request, url_for
+from flask import Flask, Response, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from sqlalchemy import select
+from werkzeug.routing import BaseConverter
 
 from taskapp.auth import owner_required
-from taskapp.extensions import db
+from taskapp.extensions import api, db
+from taskapp.listing import InvalidCursor, ListQuery, count_query, encode_cursor, page_query
 from taskapp.models import Task
 from taskapp.request_body import StrictJSONParser, check_request_body
 from taskapp.schemas import (
     CompletionSchema,
     TaskCreateSchema,
+    TaskListQuerySchema,
     TaskResponseSchema,
     TaskUpdateSchema,
 )
 from taskapp.timestamps import utcnow
-
-LIST_LIMIT = 100
 
 blp = Blueprint(
     "tasks", __name__, url_prefix="/api/<user_id>/tasks", description="A signed-in user's tasks."
@@ -34,6 +36,38 @@ blp = Blueprint(
 
 blp.ARGUMENTS_PARSER = StrictJSONParser()
 blp.before_request(check_request_body)
+
+
+class TaskIdConverter(BaseConverter):
+    """Any path segment, documented as a UUID: `find_task` answers 422 when it is not one
+    (Werkzeug's own uuid converter would answer 404, as if the route did not exist)."""
+
+
+def init_tasks(app: Flask) -> None:
+    app.url_map.converters["task_id"] = TaskIdConverter
+    api.register_converter(TaskIdConverter, lambda _converter: {"type": "string", "format": "uuid"})
+    api.register_blueprint(blp)
+
+
+def errors(*statuses: int):
+    """Document the error answers a view can give, each with taskapp's error body."""
+
+    def document(view):
+        for status in statuses:
+            view = blp.alt_response(status, response=HTTPStatus(status).name)(view)
+        return view
+
+    return document
+
+
+def _header(description: str) -> dict:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+ETAG = {"ETag": _header("The task's version, for If-Match and If-None-Match.")}
+# Every operation needs a token for the path's user and may meet a database outage.
+ALWAYS = (401, 403, 503)
+WITH_BODY = (400, 413, 415, 422)
 
 
 def find_task(user_id: str, task_id: str, for_update: bool = False) -> Task:
@@ -52,6 +86,12 @@ def find_task(user_id: str, task_id: str, for_update: bool = False) -> Task:
     return task
 
 
+def next_page_url(cursor: str) -> str:
+    """This request's URL with every parameter kept and the cursor replaced."""
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+    return f"{request.base_url}?{urlencode([*params, ('cursor', cursor)])}"
+
+
 def check_if_match(task: Task) -> None:
     """412 when the client's `If-Match` names an older version: nothing is changed."""
     if request.if_match and not request.if_match.contains(task.etag.strip('"')):
@@ -66,19 +106,39 @@ def single_task_headers(task: Task) -> dict:
 class TaskCollection(MethodView):
     decorators = [owner_required]
 
-    @blp.response(200, TaskResponseSchema(many=True))
-    def get(self, user_id: str):
-        """List your tasks, newest first."""
-        query = (
-            select(Task)
-            .where(Task.user_id == user_id)
-            .order_by(Task.created_at.desc(), Task.id.desc())
-            .limit(LIST_LIMIT)
-        )
-        return db.session.scalars(query).all()
+    @blp.arguments(TaskListQuerySchema, location="query")
+    @blp.response(
+        200,
+        TaskResponseSchema(many=True),
+        headers={
+            "Link": _header('`<url>; rel="next"` while there is a next page (RFC 8288).'),
+            "X-Total-Count": _header("How many tasks match the filters, on every page."),
+        },
+    )
+    @errors(*ALWAYS, 422)
+    def get(self, args: dict, user_id: str):
+        """List your tasks, newest first, a page at a time.
+
+        `Link: <...>; rel="next"` names the next page while there is one;
+        `X-Total-Count` counts every task that matches the filters.
+        """
+        query = ListQuery(user_id=user_id, **args)
+        try:
+            statement = page_query(query)
+        except InvalidCursor:
+            abort(422, messages={"query": {"cursor": ["Not a valid cursor for this list."]}})
+        tasks = db.session.scalars(statement).all()
+        headers = {"X-Total-Count": str(db.session.scalar(count_query(query)))}
+        if len(tasks) > query.limit:
+            tasks = tasks[: query.limit]
+            headers["Link"] = f'<{next_page_url(encode_cursor(query, tasks[-1]))}>; rel="next"'
+        return tasks, 200, headers
 
     @blp.arguments(TaskCreateSchema)
-    @blp.response(201, TaskResponseSchema)
+    @blp.response(
+        201, TaskResponseSchema, headers={"Location": _header("The new task's URL."), **ETAG}
+    )
+    @errors(*ALWAYS, *WITH_BODY)
     def post(self, fields: dict, user_id: str):
         """Create a task."""
         completed = fields.pop("is_completed", False)
@@ -90,11 +150,13 @@ class TaskCollection(MethodView):
         return task, 201, {"Location": location, **single_task_headers(task)}
 
 
-@blp.route("/<task_id>")
+@blp.route("/<task_id:task_id>")
 class TaskItem(MethodView):
     decorators = [owner_required]
 
-    @blp.response(200, TaskResponseSchema)
+    @blp.response(200, TaskResponseSchema, headers=ETAG)
+    @blp.alt_response(304, response="NOT_MODIFIED", headers=ETAG)
+    @errors(*ALWAYS, 404, 422)
     def get(self, user_id: str, task_id: str):
         """Get one task."""
         task = find_task(user_id, task_id)
@@ -104,7 +166,8 @@ class TaskItem(MethodView):
         return task, 200, single_task_headers(task)
 
     @blp.arguments(TaskUpdateSchema)
-    @blp.response(200, TaskResponseSchema)
+    @blp.response(200, TaskResponseSchema, headers=ETAG)
+    @errors(*ALWAYS, *WITH_BODY, 404, 412)
     def put(self, fields: dict, user_id: str, task_id: str):
         """Change a task: only the fields sent are changed."""
         task = find_task(user_id, task_id, for_update=True)
@@ -117,6 +180,7 @@ class TaskItem(MethodView):
         return task, 200, single_task_headers(task)
 
     @blp.response(204)
+    @errors(*ALWAYS, 404, 412, 422)
     def delete(self, user_id: str, task_id: str):
         """Delete a task."""
         task = find_task(user_id, task_id, for_update=True)
@@ -125,12 +189,13 @@ class TaskItem(MethodView):
         db.session.commit()
 
 
-@blp.route("/<task_id>/complete")
+@blp.route("/<task_id:task_id>/complete")
 class TaskCompletion(MethodView):
     decorators = [owner_required]
 
     @blp.arguments(CompletionSchema, required=False)
-    @blp.response(200, TaskResponseSchema)
+    @blp.response(200, TaskResponseSchema, headers=ETAG)
+    @errors(*ALWAYS, *WITH_BODY, 404, 412)
     def patch(self, fields: dict, user_id: str, task_id: str):
         """Complete or reopen a task: toggles without a body, sets `is_completed` with one."""
         task = find_task(user_id, task_id, for_update=True)

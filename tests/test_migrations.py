@@ -87,3 +87,15 @@ def test_list_index_exists_after_upgrade(db_runner, empty_database):
         engine.dispose()
     assert "ix_tasks_user_id_created_at_id" in indexes
     assert primary_key == ["user_id", "id"]
+
+
+@pytest.mark.parametrize("empty_database", ["postgresql"], indirect=True)
+def test_postgresql_gets_trigram_indexes_for_search(db_runner, empty_database):
+    assert db_runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    engine = create_engine(database_url(empty_database, "/unused"))
+    try:
+        indexes = {index["name"] for index in inspect(engine).get_indexes("tasks")}
+    finally:
+        engine.dispose()
+    assert {"ix_tasks_title_trgm", "ix_tasks_description_trgm"} <= indexes
+    assert db_runner.invoke(args=["db", "check"]).exit_code == 0

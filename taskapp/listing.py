@@ -1,0 +1,163 @@
+"""The task list: filters, sort orders and keyset cursors.
+
+Pages are cut by the last row's sort key and id (keyset), never by an offset, so
+tasks created or deleted between two requests neither repeat nor go missing,
+and a deep page costs what the first does. A cursor is opaque to clients: it
+names the last row seen and a fingerprint of the user, sort and filters it
+belongs to, with a checksum. It is not secret (every query is the caller's own
+tasks anyway); a cursor that was edited, or that belongs to another user or
+another query, is refused with 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, func, literal, or_, select, tuple_
+
+from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task
+
+SORTS = {
+    "-created_at": (Task.created_at, True),
+    "created_at": (Task.created_at, False),
+    "-updated_at": (Task.updated_at, True),
+    "updated_at": (Task.updated_at, False),
+    "-priority": (Task.priority, True),
+    "priority": (Task.priority, False),
+    "-title": (Task.title, True),
+    "title": (Task.title, False),
+}
+DEFAULT_SORT = "-created_at"
+CHECKSUM_LENGTH = 16
+
+
+class InvalidCursor(ValueError):
+    """The cursor was edited, or belongs to another user or another query."""
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    user_id: str
+    sort: str = DEFAULT_SORT
+    limit: int = 100
+    cursor: str | None = None
+    completed: bool | None = None
+    priorities: list[int] | None = None
+    q: str | None = None
+    updated_since: datetime | None = None
+
+    def filters(self) -> list:
+        """The WHERE clauses: the owner always, then each filter given."""
+        clauses = [Task.user_id == self.user_id]
+        if self.completed is not None:
+            clauses.append(Task.is_completed.is_(self.completed))
+        if self.priorities:
+            clauses.append(Task.priority.in_(self.priorities))
+        if self.q:
+            pattern = f"%{escape_like(self.q)}%"
+            clauses.append(
+                or_(
+                    Task.title.ilike(pattern, escape="\\"),
+                    Task.description.ilike(pattern, escape="\\"),
+                )
+            )
+        if self.updated_since is not None:
+            clauses.append(Task.updated_at > self.updated_since)
+        return clauses
+
+    def fingerprint(self) -> str:
+        """Who and what a cursor was made for: the user, the sort and every filter."""
+        scope = [
+            self.user_id,
+            self.sort,
+            self.completed,
+            sorted(set(self.priorities or ())),
+            self.q,
+            self.updated_since.isoformat() if self.updated_since else None,
+        ]
+        return _digest(json.dumps(scope, separators=(",", ":")))
+
+
+def escape_like(text: str) -> str:
+    """`%` and `_` in search text match themselves, not any characters."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def count_query(query: ListQuery) -> Select:
+    return select(func.count()).select_from(Task).where(*query.filters())
+
+
+def page_query(query: ListQuery) -> Select:
+    """One page plus one row: the extra row tells whether there is a next page."""
+    column, descending = SORTS[query.sort]
+    statement = select(Task).where(*query.filters())
+    if query.cursor:
+        value, last_id = decode_cursor(query)
+        after = _after(column, descending, value, last_id)
+        statement = statement.where(after)
+    order = (column.desc(), Task.id.desc()) if descending else (column.asc(), Task.id.asc())
+    return statement.order_by(*order).limit(query.limit + 1)
+
+
+def _after(column, descending: bool, value, last_id: uuid.UUID):
+    # A row comparison, (key, id) < (last key, last id), which PostgreSQL serves
+    # straight from the (user_id, key, id) index.
+    row = tuple_(column, Task.id)
+    bound = tuple_(literal(value, column.type), literal(last_id, Task.id.type))
+    return row < bound if descending else row > bound
+
+
+def encode_cursor(query: ListQuery, last: Task) -> str:
+    column, _ = SORTS[query.sort]
+    value = getattr(last, column.key)
+    payload = {
+        "v": value.isoformat() if isinstance(value, datetime) else value,
+        "i": last.id.hex,
+        "f": query.fingerprint(),
+    }
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    raw = f"{_digest(body)}{body}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(query: ListQuery) -> tuple[object, uuid.UUID]:
+    """The (sort key, id) of the last row the cursor's page ended with."""
+    try:
+        raw = base64.urlsafe_b64decode(query.cursor + "=" * (-len(query.cursor) % 4)).decode()
+        checksum, body = raw[:CHECKSUM_LENGTH], raw[CHECKSUM_LENGTH:]
+        if checksum != _digest(body):
+            raise InvalidCursor("checksum")
+        payload = json.loads(body)
+        if payload["f"] != query.fingerprint():
+            raise InvalidCursor("another query's cursor")
+        column, _ = SORTS[query.sort]
+        return _sort_key(column.key, payload["v"]), uuid.UUID(hex=payload["i"])
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+        raise InvalidCursor(str(error)) from None
+
+
+def _sort_key(name: str, value):
+    """The cursor's sort key, checked to be what the column holds: anything else is a 422,
+    never a database error or a silently empty page."""
+    if name in ("created_at", "updated_at"):
+        moment = datetime.fromisoformat(value)  # TypeError or ValueError when it is not one
+        if moment.tzinfo is None:
+            raise InvalidCursor("timestamp without offset")
+        return moment
+    if name == "priority":
+        if type(value) is not int or not PRIORITY_MIN <= value <= PRIORITY_MAX:
+            raise InvalidCursor("priority")
+        return value
+    if not isinstance(value, str) or len(value) > TITLE_MAX or "\x00" in value:
+        raise InvalidCursor("title")
+    return value
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:CHECKSUM_LENGTH]
