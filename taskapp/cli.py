@@ -1,4 +1,4 @@
-"""Developer commands: `flask dev-token` and `flask seed`."""
+"""Commands: `flask dev-token`, `flask seed` and `flask purge-idempotency-keys`."""
 
 from datetime import timedelta
 
@@ -7,6 +7,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from flask_jwt_extended import create_access_token
 
+from taskapp import idempotency
 from taskapp.extensions import db
 from taskapp.models import Task
 
@@ -14,6 +15,7 @@ from taskapp.models import Task
 def register_commands(app: Flask) -> None:
     app.cli.add_command(dev_token)
     app.cli.add_command(seed)
+    app.cli.add_command(purge_idempotency_keys)
 
 
 @click.command("dev-token")
@@ -43,3 +45,10 @@ def seed(user_id: str, count: int) -> None:
     db.session.add_all(tasks)
     db.session.commit()
     click.echo(f"Created {count} tasks for {user_id}.")
+
+
+@click.command("purge-idempotency-keys")
+@with_appcontext
+def purge_idempotency_keys() -> None:
+    """Delete Idempotency-Keys older than 24 hours (safe to run from cron at any time)."""
+    click.echo(f"Deleted {idempotency.purge_expired()} expired idempotency keys.")

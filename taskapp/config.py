@@ -165,6 +165,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
                 "Retry-After",
                 "X-Total-Count",
                 "X-Request-ID",
+                "Idempotent-Replayed",
                 "RateLimit-Limit",
                 "RateLimit-Remaining",
                 "RateLimit-Reset",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -99,7 +99,7 @@ def handle_service_unavailable(error: Exception) -> Response:
 
 def handle_database_error(error: DBAPIError) -> Response:
     # A dropped or refused connection is an outage to retry, not a bug.
-    if isinstance(error, OperationalError) or error.connection_invalidated:
+    if isinstance(error, (OperationalError, InterfaceError)) or error.connection_invalidated:
         return handle_service_unavailable(error)
     return handle_unexpected_exception(error)
 

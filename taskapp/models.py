@@ -14,6 +14,8 @@ TITLE_MAX = 255
 DESCRIPTION_MAX = 10_000
 USER_ID_MAX = 255
 PRIORITY_MIN, PRIORITY_MAX = 1, 5
+IDEMPOTENCY_KEY_MAX = 255
+FIRST_VERSION = 1
 
 
 def _same_as_created_at(context) -> datetime:
@@ -44,7 +46,7 @@ class Task(db.Model):
     )
     # Bumped on every UPDATE by SQLAlchemy itself; the ETag is made from it, and a
     # write that lost a race to another one fails instead of overwriting it.
-    version: Mapped[int] = mapped_column(default=1)
+    version: Mapped[int] = mapped_column(default=FIRST_VERSION)
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
@@ -68,6 +70,24 @@ class Task(db.Model):
         self.is_completed = completed
         self.completed_at = now if completed else None
         self.updated_at = now
+
+
+class IdempotencyKey(db.Model):
+    """A POST's Idempotency-Key, and the 201 it was answered with, for 24 hours.
+
+    Written in the same transaction as the task it created; the primary key
+    (user_id, key) is what stops two concurrent requests with one key from both
+    creating a task.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX), primary_key=True)
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 # One index per sort order of the list, each led by the owner, so every page,

@@ -83,12 +83,27 @@ class TaskResponseSchema(Schema):
     updated_at = UTCTimestamp(required=True)
 
 
+# The title rule for the OpenAPI document, where "1 to 255 characters after trimming"
+# cannot be a maxLength: optional whitespace, 1-255 characters that start and end
+# with a non-space, optional whitespace, and no NUL anywhere.
+# Whitespace is spelled out as the characters str.strip() removes: `\s` means
+# less in the ECMAScript regexes of JSON Schema (U+001C-U+001F, for one).
+SPACE = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TITLE_PATTERN = (
+    rf"^[{SPACE}]*[^{SPACE}\u0000](?:[^\u0000]{{0,{TITLE_MAX - 2}}}[^{SPACE}\u0000])?[{SPACE}]*$"
+)
+
+
+def _title_length(title: str) -> None:
+    # A function, not validate.Length: the document's bounds come from TITLE_PATTERN.
+    if not 1 <= len(title) <= TITLE_MAX:
+        raise ValidationError(f"Must be 1 to {TITLE_MAX} characters after trimming.")
+
+
 def _title(**kwargs) -> Title:
     return Title(
-        validate=validate.Length(
-            min=1, max=TITLE_MAX, error=f"Must be 1 to {TITLE_MAX} characters after trimming."
-        ),
-        metadata={"description": "Surrounding whitespace is removed."},
+        validate=_title_length,
+        metadata={"description": "Surrounding whitespace is removed.", "pattern": TITLE_PATTERN},
         **kwargs,
     )
 

@@ -10,15 +10,16 @@ import uuid
 from http import HTTPStatus
 from urllib.parse import urlencode
 
-from flask import Flask, Response, request, url_for
+from flask import Flask, Response, current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from werkzeug.routing import BaseConverter
 
+from taskapp import idempotency
 from taskapp.auth import owner_required
 from taskapp.extensions import api, db
 from taskapp.listing import InvalidCursor, ListQuery, count_query, encode_cursor, page_query
-from taskapp.models import Task
+from taskapp.models import FIRST_VERSION, Task
 from taskapp.request_body import StrictJSONParser, check_request_body
 from taskapp.schemas import (
     CompletionSchema,
@@ -98,6 +99,19 @@ def check_if_match(task: Task) -> None:
         abort(412)
 
 
+def new_task(user_id: str, fields: dict) -> Task:
+    """A task with every column set, so it can be answered before it is written."""
+    now = utcnow()
+    values = {name: value for name, value in fields.items() if name != "is_completed"}
+    task = Task(id=uuid.uuid4(), user_id=user_id, created_at=now, updated_at=now, **values)
+    task.set_completed(fields.get("is_completed", False), at=now)
+    return task
+
+
+def task_url(user_id: str, task_id) -> str:
+    return url_for("tasks.TaskItem", user_id=user_id, task_id=task_id, _external=True)
+
+
 def single_task_headers(task: Task) -> dict:
     return {"ETag": task.etag}
 
@@ -138,16 +152,33 @@ class TaskCollection(MethodView):
     @blp.response(
         201, TaskResponseSchema, headers={"Location": _header("The new task's URL."), **ETAG}
     )
-    @errors(*ALWAYS, *WITH_BODY)
+    @errors(*ALWAYS, *WITH_BODY, 409)
     def post(self, fields: dict, user_id: str):
-        """Create a task."""
-        completed = fields.pop("is_completed", False)
-        task = Task(user_id=user_id, created_at=utcnow(), **fields)
-        task.set_completed(completed, at=task.created_at)
-        db.session.add(task)
-        db.session.commit()
-        location = url_for("tasks.TaskItem", user_id=user_id, task_id=task.id, _external=True)
-        return task, 201, {"Location": location, **single_task_headers(task)}
+        """Create a task.
+
+        With an `Idempotency-Key` header, a retry with the same key and body within
+        24 hours gets the first 201 again (with `Idempotent-Replayed: true`) and
+        creates nothing; the same key with another body is a 422, and a retry while
+        the first request is still running is a 409.
+        """
+        key = idempotency.key_from(request.headers.get(idempotency.HEADER))
+        task = new_task(user_id, fields)
+        if key is None:
+            db.session.add(task)
+            db.session.commit()
+            return (
+                task,
+                201,
+                {"Location": task_url(task.user_id, task.id), **single_task_headers(task)},
+            )
+        body = current_app.json.dumps(TaskResponseSchema().dump(task))
+        created = idempotency.create_once(user_id, key, fields, task, body)
+        headers = {
+            "Location": task_url(user_id, created.task_id),
+            "ETag": f'"{FIRST_VERSION}"',
+            "Idempotent-Replayed": "true" if created.replayed else "false",
+        }
+        return Response(created.body, 201, headers=headers, mimetype="application/json")
 
 
 @blp.route("/<task_id:task_id>")

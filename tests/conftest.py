@@ -14,7 +14,7 @@ from sqlalchemy import delete
 
 from taskapp import create_app
 from taskapp.extensions import db
-from taskapp.models import Task
+from taskapp.models import IdempotencyKey, Task
 from tests.support import HS_SECRET, bearer, hs256_token, served
 
 # Settings a developer's shell or .env may carry; tests choose their own.
@@ -87,6 +87,7 @@ def make_app(database_url):
     for index, app in enumerate(built):
         with app.app_context():
             if index == 0:  # every app shares the database: empty it once
+                db.session.execute(delete(IdempotencyKey))
                 db.session.execute(delete(Task))
                 db.session.commit()
             db.session.remove()

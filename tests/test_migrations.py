@@ -55,7 +55,7 @@ def table_names(url: str) -> set[str]:
 def test_upgrade_builds_the_schema_from_empty(db_runner, empty_database):
     result = db_runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert table_names(empty_database) == {"tasks", "alembic_version"}
+    assert table_names(empty_database) == {"tasks", "idempotency_keys", "alembic_version"}
 
 
 def test_models_and_migrations_do_not_drift(db_runner):
