@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-FLASK := APP_ENV=development $(BIN)/flask --app wsgi
+FLASK := APP_ENV=development LOG_FORMAT=console $(BIN)/flask --app wsgi
 HOST ?= 127.0.0.1
 PORT ?= 5000
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from taskapp import auth, cli, errors, health, openapi, tasks
+from taskapp import auth, cli, errors, health, logs, metrics, openapi, security_headers, tasks
 from taskapp.config import load_config
 from taskapp.extensions import api, cors, db, migrate
 from taskapp.schemas import ErrorSchema
@@ -28,6 +28,7 @@ def create_app(
     app.url_map.strict_slashes = False
     app.json.sort_keys = False
 
+    logs.init_logging(app)
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
     auth.init_auth(app)
@@ -39,6 +40,8 @@ def create_app(
     # After Api.init_app, so taskapp's error shape replaces flask-smorest's.
     errors.register_error_handlers(app)
     cli.register_commands(app)
+    metrics.init_metrics(app)
+    security_headers.init_security_headers(app)
     if app.config["CORS_ORIGINS"]:
         cors.init_app(app, **app.config["CORS_OPTIONS"])
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from functools import wraps
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from flask_jwt_extended import get_jwt_identity, jwt_required
 from jwt.exceptions import (
     InvalidAlgorithmError,
@@ -28,6 +28,7 @@ from jwt.exceptions import (
 from taskapp.errors import error_response
 from taskapp.extensions import jwt
 from taskapp.jwks import KeySet
+from taskapp.metrics import count_jwt_failure
 from taskapp.models import USER_ID_MAX
 
 KEYSET = "taskapp.keyset"
@@ -98,9 +99,10 @@ def claims_are_acceptable(_header: dict, payload: dict) -> bool:
     return claims_problem(payload) is None
 
 
-def _unauthorized(description: str, error: str | None = "invalid_token"):
+def _unauthorized(description: str, reason: str, error: str | None = "invalid_token"):
     # Library reasons can quote the token's own header, so they are cut short, and
     # only printable ASCII (no quote, no backslash) may enter the header value.
+    count_jwt_failure(reason)
     description = description[:MAX_REASON_LENGTH].rstrip(".")
     challenge = REALM
     if error:
@@ -110,27 +112,31 @@ def _unauthorized(description: str, error: str | None = "invalid_token"):
 
 
 def _unverifiable_token(_error: PyJWTError):
-    return _unauthorized("The token could not be verified")
+    return _unauthorized("The token could not be verified", "unverifiable")
 
 
 @jwt.unauthorized_loader
 def _missing_token(_reason: str):
-    return _unauthorized("A bearer token is required in the Authorization header", error=None)
+    return _unauthorized(
+        "A bearer token is required in the Authorization header", "missing", error=None
+    )
 
 
 @jwt.invalid_token_loader
 def _invalid_token(reason: str):
-    return _unauthorized(f"The token is invalid: {reason}")
+    return _unauthorized(f"The token is invalid: {reason}", "invalid")
 
 
 @jwt.expired_token_loader
 def _expired_token(_header: dict, _payload: dict):
-    return _unauthorized("The token has expired")
+    return _unauthorized("The token has expired", "expired")
 
 
 @jwt.token_verification_failed_loader
 def _unacceptable_claims(_header: dict, payload: dict):
-    return _unauthorized(claims_problem(payload) or "The token's claims are not acceptable")
+    return _unauthorized(
+        claims_problem(payload) or "The token's claims are not acceptable", "claims"
+    )
 
 
 def owner_required(view):
@@ -142,7 +148,8 @@ def owner_required(view):
 
     @wraps(view)
     def check_owner(*args, **kwargs):
-        if get_jwt_identity() != kwargs.get("user_id"):
+        g.user_id = get_jwt_identity()  # for the request log
+        if g.user_id != kwargs.get("user_id"):
             return error_response(403, "You may only access your own tasks.")
         return view(*args, **kwargs)
 

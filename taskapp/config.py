@@ -93,6 +93,17 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         raise ConfigError(f"APP_ENV must be production or development, not {environment!r}")
     development = environment == "development"
 
+    debug = _flag(source, "FLASK_DEBUG", False)
+    if debug and not development:
+        raise ConfigError("debug mode (FLASK_DEBUG) is refused outside APP_ENV=development")
+    log_format = source.get("LOG_FORMAT", "json").strip().lower()
+    if log_format not in ("json", "console"):
+        raise ConfigError(f"LOG_FORMAT must be json or console, not {log_format!r}")
+    log_level = source.get("LOG_LEVEL", "INFO").strip().upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(
+            f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {log_level!r}"
+        )
     auth_enabled = _flag(source, "AUTH_ENABLED", True)
     if not auth_enabled and not development:
         raise ConfigError("AUTH_ENABLED=false is refused outside APP_ENV=development")
@@ -133,7 +144,10 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
 
     return {
         "APP_ENV": environment,
-        "DEBUG": False,
+        "DEBUG": debug,
+        "LOG_FORMAT": log_format,
+        "LOG_LEVEL": log_level,
+        "METRICS_ENABLED": _flag(source, "METRICS_ENABLED", False),
         "AUTH_ENABLED": auth_enabled,
         "SQLALCHEMY_DATABASE_URI": database_url(source.get("DATABASE_URL"), instance_path),
         "SQLALCHEMY_ENGINE_OPTIONS": {

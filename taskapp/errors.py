@@ -15,6 +15,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from taskapp.metrics import count_database_error
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
@@ -100,7 +102,9 @@ def handle_service_unavailable(error: Exception) -> Response:
 def handle_database_error(error: DBAPIError) -> Response:
     # A dropped or refused connection is an outage to retry, not a bug.
     if isinstance(error, (OperationalError, InterfaceError)) or error.connection_invalidated:
+        count_database_error("unavailable")
         return handle_service_unavailable(error)
+    count_database_error("other")
     return handle_unexpected_exception(error)
 
 

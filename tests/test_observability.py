@@ -1,0 +1,251 @@
+"""Request ids, structured request logs, security headers and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from taskapp import create_app
+from taskapp.config import ConfigError
+from tests.support import HS_SECRET, bearer, hs256_token
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log_lines(captured: str) -> list[dict]:
+    return [json.loads(line) for line in captured.splitlines() if line.startswith("{")]
+
+
+def request_lines(captured: str) -> list[dict]:
+    return [line for line in log_lines(captured) if line.get("event") == "request"]
+
+
+# --- request ids ------------------------------------------------------------------------------
+
+
+def test_request_id_is_generated_when_none_is_given(client):
+    response = client.get("/healthz")
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+def test_valid_request_id_from_the_proxy_is_echoed(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "edge-7f3a.42:1"})
+    assert response.headers["X-Request-ID"] == "edge-7f3a.42:1"
+
+
+@pytest.mark.parametrize("offered", ["has spaces", "x" * 129, 'quote"d', "semi;colon", ""])
+def test_invalid_request_id_is_replaced(client, offered):
+    response = client.get("/healthz", headers={"X-Request-ID": offered})
+    assert response.headers["X-Request-ID"] != offered
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+@pytest.mark.parametrize("path", ["/api/alice/tasks", "/no/such/route"])
+def test_error_responses_carry_the_request_id(client, path):
+    response = client.get(path, headers={"X-Request-ID": "trace-me"})
+    assert response.status_code in (401, 404)
+    assert response.headers["X-Request-ID"] == "trace-me"
+
+
+# --- request logs -----------------------------------------------------------------------------
+
+
+def test_one_structured_line_per_request(client, auth, capsys):
+    token_headers = auth()
+    client.post("/api/alice/tasks", json={"title": "secret body text"}, headers=token_headers)
+    captured = capsys.readouterr().err
+    (line,) = request_lines(captured)
+    assert line["method"] == "POST"
+    assert line["route"] == "/api/<user_id>/tasks"
+    assert line["status"] == 201
+    assert isinstance(line["duration_ms"], float)
+    assert line["user_id"] == "alice"
+    assert line["client_ip"] == "127.0.0.1"
+    assert re.fullmatch(r"[0-9a-f]{32}", line["request_id"])
+    assert line["timestamp"].endswith("Z")
+    token = token_headers["Authorization"].split()[1]
+    assert token not in captured
+    assert "secret body text" not in captured
+
+
+def test_unauthenticated_request_is_logged_without_a_user(client, capsys):
+    client.get("/api/alice/tasks")
+    (line,) = request_lines(capsys.readouterr().err)
+    assert line["status"] == 401
+    assert line["user_id"] is None
+
+
+def test_stack_traces_carry_the_request_id(app, client, capsys):
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("boom")
+
+    client.get("/explode", headers={"X-Request-ID": "trace-500"})
+    lines = log_lines(capsys.readouterr().err)
+    (error,) = [line for line in lines if line.get("event") == "unhandled exception"]
+    assert error["request_id"] == "trace-500"
+    assert "RuntimeError: boom" in error["exception"]
+    assert {line["request_id"] for line in lines} == {"trace-500"}
+
+
+def test_console_format_is_for_people(make_app, capsys):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, LOG_FORMAT="console")
+    app.test_client().get("/healthz")
+    captured = capsys.readouterr().err
+    assert "request" in captured
+    assert not log_lines(captured)
+
+
+def test_unknown_log_format_is_refused():
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        create_app({"BETTER_AUTH_SECRET": HS_SECRET, "LOG_FORMAT": "xml"})
+
+
+# --- hardening --------------------------------------------------------------------------------
+
+
+def test_api_responses_forbid_sniffing_caching_and_framing(client, auth):
+    response = client.get("/api/alice/tasks", headers=auth())
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_error_responses_are_not_cached_either(client):
+    assert client.get("/api/alice/tasks").headers["Cache-Control"] == "no-store"
+
+
+def test_docs_page_gets_a_policy_that_allows_only_its_own_assets(client):
+    policy = client.get("/docs").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "https:" not in policy
+
+
+def test_debug_mode_is_refused_in_production():
+    with pytest.raises(ConfigError, match="debug"):
+        create_app({"BETTER_AUTH_SECRET": HS_SECRET, "FLASK_DEBUG": "1"})
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_metrics_are_off_unless_enabled(client):
+    assert client.get("/metrics").status_code == 404
+
+
+def metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app):
+    client = make_app(BETTER_AUTH_SECRET=HS_SECRET, METRICS_ENABLED="true").test_client()
+    before = client.get("/metrics").get_data(as_text=True)
+    for _ in range(3):
+        client.get("/api/alice/tasks", headers=bearer(hs256_token()))
+    client.get("/api/alice/tasks")
+    client.get("/api/alice/tasks", headers=bearer("not.a.token"))
+    after = client.get("/metrics").get_data(as_text=True)
+    route = {"url_rule": "/api/<user_id>/tasks"}
+
+    def grew(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert grew("taskapp_http_request_duration_seconds_count", status="200", **route) == 3
+    assert grew("taskapp_http_request_duration_seconds_count", status="401", **route) == 2
+    assert grew("taskapp_jwt_verification_failures_total", reason="missing") == 1
+    assert grew("taskapp_jwt_verification_failures_total", reason="invalid") == 1
+    assert "alice" not in after
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": HS_SECRET,
+        "METRICS_ENABLED": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--log-level",
+            "info",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    booted = threading.Event()
+    workers: set[str] = set()
+
+    def drain():
+        for line in process.stderr:
+            if "Booting worker with pid" in line:
+                workers.add(line.rsplit(" ", 1)[1].strip())
+                if len(workers) == 2:
+                    booted.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert booted.wait(timeout=60), "gunicorn's two workers did not boot"
+        requests = 40
+        headers = bearer(hs256_token(lifetime=600))
+
+        def get(_):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/alice/tasks", headers=headers
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+
+        # Concurrent requests, so both workers serve some of them.
+        threads = [threading.Thread(target=get, args=(n,)) for n in range(requests)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        assert len(list(multiproc.iterdir())) >= 2  # each worker wrote its own figures
+        counted = metric(
+            text,
+            "taskapp_http_request_duration_seconds_count",
+            status="200",
+            url_rule="/api/<user_id>/tasks",
+        )
+        assert counted == requests
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()
