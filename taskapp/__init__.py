@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from taskapp import auth, cli, errors, health, openapi, tasks
+from taskapp import auth, cli, errors, health, openapi, ratelimit, tasks
 from taskapp.config import load_config
 from taskapp.extensions import api, cors, db, migrate
 from taskapp.schemas import ErrorSchema
@@ -31,6 +31,7 @@ def create_app(
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
     auth.init_auth(app)
+    ratelimit.init_rate_limits(app)
     api.ERROR_SCHEMA = ErrorSchema
     openapi.init_openapi(app)
     api.init_app(app)
