@@ -7,7 +7,18 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from taskapp import auth, cli, errors, health, logs, metrics, openapi, security_headers, tasks
+from taskapp import (
+    auth,
+    cli,
+    errors,
+    health,
+    logs,
+    metrics,
+    openapi,
+    ratelimit,
+    security_headers,
+    tasks,
+)
 from taskapp.config import load_config
 from taskapp.extensions import api, cors, db, migrate
 from taskapp.schemas import ErrorSchema
@@ -32,6 +43,7 @@ def create_app(
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
     auth.init_auth(app)
+    ratelimit.init_rate_limits(app)
     api.ERROR_SCHEMA = ErrorSchema
     openapi.init_openapi(app)
     api.init_app(app)

@@ -30,6 +30,7 @@ from taskapp.extensions import jwt
 from taskapp.jwks import KeySet
 from taskapp.metrics import count_jwt_failure
 from taskapp.models import USER_ID_MAX
+from taskapp.ratelimit import per_user_limit
 
 KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
@@ -140,7 +141,8 @@ def _unacceptable_claims(_header: dict, payload: dict):
 
 
 def owner_required(view):
-    """`jwt_required`, then 403 unless the path's `user_id` is the caller's identity.
+    """`jwt_required`, the caller's rate limit, then 403 unless the path's `user_id`
+    is the caller's identity.
 
     With AUTH_ENABLED=false (development only, refused elsewhere by the config)
     the path's user is trusted as it is.
@@ -153,12 +155,13 @@ def owner_required(view):
             return error_response(403, "You may only access your own tasks.")
         return view(*args, **kwargs)
 
-    protected = jwt_required()(check_owner)
+    protected = jwt_required()(per_user_limit(check_owner))
+    trusted = per_user_limit(view)
 
     @wraps(view)
     def wrapper(*args, **kwargs):
         if not current_app.config["AUTH_ENABLED"]:
-            return view(*args, **kwargs)
+            return trusted(*args, **kwargs)
         return protected(*args, **kwargs)
 
     return wrapper

@@ -12,7 +12,9 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from limits import parse_many
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -21,6 +23,10 @@ SYMMETRIC_ALGORITHMS = ("HS256",)
 MIN_SECRET_BYTES = 32
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 (a file name)
 SQLITE_FILE = "taskapp.sqlite3"
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+# A slow or unreachable Redis may delay a request by this much before the
+# limiter falls back to counting in memory.
+RATE_LIMIT_STORAGE_TIMEOUT_SECONDS = 1
 
 
 class ConfigError(RuntimeError):
@@ -54,6 +60,32 @@ def _number(source: Mapping[str, str], name: str, default: float, minimum: float
 
 def _list(source: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in source.get(name, "").split(",") if item.strip()]
+
+
+def _rate_limit(source: Mapping[str, str], name: str, default: str) -> str:
+    raw = source.get(name, "").strip() or default
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate limit such as {default!r}, not {raw!r}") from None
+    return raw
+
+
+def rate_limit_storage(source: Mapping[str, str]) -> tuple[str, dict]:
+    """Flask-Limiter's storage URI and options: memory:// (one process) or Redis (shared)."""
+    uri = source.get("RATELIMIT_STORAGE_URI", "").strip() or "memory://"
+    scheme = urlsplit(uri).scheme
+    if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        raise ConfigError("RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL")
+    # Storage errors arrive as limits.errors.StorageError, whatever the client.
+    options: dict = {"wrap_exceptions": True}
+    if scheme != "memory":
+        options.update(
+            key_prefix=source.get("RATELIMIT_KEY_PREFIX", "").strip() or "taskapp",
+            socket_connect_timeout=RATE_LIMIT_STORAGE_TIMEOUT_SECONDS,
+            socket_timeout=RATE_LIMIT_STORAGE_TIMEOUT_SECONDS,
+        )
+    return uri, options
 
 
 def database_url(raw: str | None, instance_path: str) -> str:
@@ -139,6 +171,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         raise ConfigError("asymmetric JWT_ALGORITHMS need BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL")
 
     cors_origins = _list(source, "CORS_ORIGINS")
+    rate_limit_storage_uri, rate_limit_storage_options = rate_limit_storage(source)
     issuers = _list(source, "JWT_ISSUER") or ([better_auth_url] if better_auth_url else [])
     audiences = _list(source, "JWT_AUDIENCE") or ([better_auth_url] if better_auth_url else [])
 
@@ -180,15 +213,22 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
                 "X-Total-Count",
                 "X-Request-ID",
                 "Idempotent-Replayed",
-                "RateLimit-Limit",
-                "RateLimit-Remaining",
-                "RateLimit-Reset",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
             ],
             "methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
             "max_age": 600,
             # Tokens travel in the Authorization header, never in cookies.
             "supports_credentials": False,
         },
+        # Flask-Limiter reads RATELIMIT_ENABLED and RATELIMIT_STORAGE_*; the two limits are
+        # taskapp's own (taskapp.extensions.limiter, taskapp.ratelimit).
+        "RATELIMIT_ENABLED": _flag(source, "RATELIMIT_ENABLED", True),
+        "RATELIMIT_PER_USER": _rate_limit(source, "RATELIMIT_PER_USER", "120/minute"),
+        "RATELIMIT_PER_IP": _rate_limit(source, "RATELIMIT_PER_IP", "300/minute"),
+        "RATELIMIT_STORAGE_URI": rate_limit_storage_uri,
+        "RATELIMIT_STORAGE_OPTIONS": rate_limit_storage_options,
         # flask-jwt-extended: read only the Authorization header, verify with the
         # configured algorithms, issuer, audience and leeway.
         "JWT_SECRET_KEY": secret or None,

@@ -2,8 +2,11 @@
 
 import sqlite3
 
+from flask import current_app
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
+from flask_limiter import ApplicationLimit, Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
@@ -31,6 +34,24 @@ migrate = Migrate()
 jwt = JWTManager()
 api = Api()
 cors = CORS()
+# Every request counts against its client IP's limit before anything else runs;
+# taskapp.ratelimit adds the per-user limit once the token is verified. The limit
+# values are read per request, since tests build several apps in one process
+# (Flask-Limiter keeps its storage on this object: the last app bound sets it).
+limiter = Limiter(
+    get_remote_address,
+    application_limits=[
+        ApplicationLimit(lambda: current_app.config["RATELIMIT_PER_IP"], scope="ip")
+    ],
+    strategy="fixed-window",
+    # Headers are written by taskapp.ratelimit: Flask-Limiter's own add Retry-After
+    # to every answer and would stretch a 503's Retry-After to the window's end.
+    headers_enabled=False,
+    # Storage down (Redis): count in this process's memory until it is back, and
+    # never fail a request because of the limiter.
+    in_memory_fallback_enabled=True,
+    swallow_errors=True,
+)
 
 
 @event.listens_for(Engine, "connect")

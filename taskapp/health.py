@@ -5,9 +5,10 @@ from sqlalchemy import text
 
 from taskapp.auth import key_server_ready
 from taskapp.errors import ServiceUnavailable
-from taskapp.extensions import db
+from taskapp.extensions import db, limiter
 
 blp = Blueprint("health", __name__)
+limiter.exempt(blp)  # probes must never be throttled
 
 
 @blp.get("/healthz")

@@ -12,7 +12,11 @@ DESCRIPTION = """A per-user task API for frontends that sign in with Better Auth
 
 Send the JWT from Better Auth's JWT plugin as `Authorization: Bearer <token>`;
 `{user_id}` in every path must be the token's user (its `sub`). Every error is
-`{"detail": "...", "errors"?: {"field": ["..."]}}`."""
+`{"detail": "...", "errors"?: {"field": ["..."]}}`.
+
+Requests are rate limited per user and per client IP: answers carry
+`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix
+time), and a 429 carries `Retry-After` (seconds)."""
 
 SPEC_OPTIONS = {
     "info": {"description": DESCRIPTION},

@@ -66,8 +66,9 @@ def _header(description: str) -> dict:
 
 
 ETAG = {"ETag": _header("The task's version, for If-Match and If-None-Match.")}
-# Every operation needs a token for the path's user and may meet a database outage.
-ALWAYS = (401, 403, 503)
+# Every operation needs a token for the path's user, is rate limited, and may meet a
+# database outage.
+ALWAYS = (401, 403, 429, 503)
 WITH_BODY = (400, 413, 415, 422)
 
 

@@ -35,6 +35,11 @@ SETTINGS = (
     "JWKS_TIMEOUT_SECONDS",
     "JWKS_CACHE_SECONDS",
     "JWKS_MIN_REFETCH_SECONDS",
+    "RATELIMIT_ENABLED",
+    "RATELIMIT_PER_USER",
+    "RATELIMIT_PER_IP",
+    "RATELIMIT_STORAGE_URI",
+    "RATELIMIT_KEY_PREFIX",
 )
 
 
@@ -43,6 +48,10 @@ def clean_environment():
     with pytest.MonkeyPatch.context() as patch:
         for name in SETTINGS:
             patch.delenv(name, raising=False)
+        # Tests send many requests as one user from one address: rate limits are off
+        # unless a test turns them on (tests/test_rate_limits.py). Set in the
+        # environment, so apps under gunicorn started by a test inherit it too.
+        patch.setenv("RATELIMIT_ENABLED", "false")
         yield
 
 

@@ -36,7 +36,7 @@ def test_every_operation_documents_its_errors_with_the_error_schema(client):
             if method == "parameters":
                 continue
             documented = set(operation["responses"])
-            assert {"401", "403", "503"} <= documented, (method, path)
+            assert {"401", "403", "429", "503"} <= documented, (method, path)
     error = spec["components"]["responses"]["UNAUTHORIZED"]["content"]["application/json"]
     assert error["schema"] == {"$ref": "#/components/schemas/Error"}
     assert spec["components"]["schemas"]["Error"]["required"] == ["detail"]

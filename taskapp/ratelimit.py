@@ -1,0 +1,99 @@
+"""Rate limits: per client IP on every request, per user once the token is verified.
+
+The IP limit (`RATELIMIT_PER_IP`, on `limiter` in taskapp.extensions) runs
+before authentication, so guessing tokens is throttled too. `per_user_limit`
+(`RATELIMIT_PER_USER`) runs inside `owner_required`, after the token is
+verified, keyed by its identity: one user's requests never use up another's.
+Over either limit the answer is 429 in the JSON error shape with `Retry-After`;
+every limited answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from flask import Flask, Response, current_app, request
+from flask_jwt_extended import get_jwt_identity
+from flask_limiter import RateLimitExceeded
+from limits.errors import StorageError
+
+from taskapp.errors import error_response
+from taskapp.extensions import limiter
+
+log = logging.getLogger(__name__)
+
+LIMIT_HEADER = "X-RateLimit-Limit"
+REMAINING_HEADER = "X-RateLimit-Remaining"
+RESET_HEADER = "X-RateLimit-Reset"
+USER_SCOPE = "user"
+
+# Flask-Limiter's logger has a NullHandler, so without logging configured its
+# warnings (such as "storage unreachable") would be lost; taskapp's are not.
+limiter.logger = log
+
+
+def caller_identity() -> str:
+    """The verified token's identity; with AUTH_ENABLED=false, the path's user."""
+    if current_app.config["AUTH_ENABLED"]:
+        return get_jwt_identity()
+    return (request.view_args or {}).get("user_id", "")
+
+
+per_user_limit = limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_PER_USER"], scope=USER_SCOPE, key_func=caller_identity
+)
+
+
+@limiter.request_filter
+def _not_limited() -> bool:
+    # A CORS preflight is answered without running a view; a 429 there would reach
+    # the page as an opaque network error instead of a readable 429.
+    return not current_app.config["RATELIMIT_ENABLED"] or request.method == "OPTIONS"
+
+
+def init_rate_limits(app: Flask) -> None:
+    limiter.init_app(app)
+    if app.config["RATELIMIT_ENABLED"]:
+        app.register_error_handler(RateLimitExceeded, _too_many_requests)
+        app.after_request(_add_rate_limit_headers)
+
+
+def _seconds_until_reset(error: RateLimitExceeded) -> int:
+    breached = limiter.current_limit
+    if breached is not None:
+        try:
+            reset_time = breached.window.reset_time
+        except StorageError:
+            pass
+        else:
+            return max(1, math.ceil(reset_time - time.time()))
+    return error.limit.limit.get_expiry()  # the window's end is unknown: a whole window
+
+
+def _too_many_requests(error: RateLimitExceeded) -> Response:
+    seconds = _seconds_until_reset(error)
+    who = "for this user" if error.limit.scope == USER_SCOPE else "from this address"
+    return error_response(
+        429,
+        f"Too many requests {who} (limit: {error.limit.limit}); retry in {seconds} seconds.",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _add_rate_limit_headers(response: Response) -> Response:
+    """The limit this request counted against: the user's once the token is verified,
+    else the client IP's. Exempt requests (/healthz, /readyz) get none."""
+    current = limiter.current_limit
+    if current is None:
+        return response
+    try:
+        window = current.window
+    except StorageError:
+        log.warning("rate limit storage unreachable: no rate-limit headers on this answer")
+        return response
+    response.headers[LIMIT_HEADER] = str(current.limit.amount)
+    response.headers[REMAINING_HEADER] = str(window.remaining)
+    response.headers[RESET_HEADER] = str(math.ceil(window.reset_time))  # Unix time, seconds
+    return response

@@ -1,0 +1,451 @@
+"""Rate limits: per user once the token is verified, per client IP before that.
+
+The suite runs with limits off (tests/conftest.py); every test here turns them
+on. Flask-Limiter keeps its storage on one process-wide object, so each test
+builds exactly one limited app. The Redis tests run the app under gunicorn: two
+worker processes sharing one count is what Redis storage is for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+
+from taskapp import create_app
+from taskapp.config import ConfigError
+from tests.support import HS_SECRET, bearer, hs256_token
+
+ROOT = Path(__file__).resolve().parent.parent
+FRONTEND = "https://app.example.com"
+# The limits do not touch the database: SQLite is enough for every test here.
+ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+REDIS_URL = "redis://127.0.0.1:6379/5"
+START_TIMEOUT = 30
+LOG_TIMEOUT = 10
+
+
+@pytest.fixture
+def limited(make_app):
+    """`limited(RATELIMIT_PER_USER="3/minute", ...)`: an app with rate limits on."""
+
+    def build(**settings):
+        defaults = {"RATELIMIT_PER_USER": "1000/minute", "RATELIMIT_PER_IP": "1000/minute"}
+        return make_app(
+            BETTER_AUTH_SECRET=HS_SECRET, RATELIMIT_ENABLED="true", **{**defaults, **settings}
+        )
+
+    return build
+
+
+def as_user(user: str) -> dict:
+    return bearer(hs256_token(user))
+
+
+def assert_too_many_requests(response, limit: int, window_seconds: int):
+    assert response.status_code == 429
+    assert response.mimetype == "application/json"
+    assert set(response.json) == {"detail"}
+    assert response.json["detail"].startswith("Too many requests")
+    assert 1 <= int(response.headers["Retry-After"]) <= window_seconds
+    assert response.headers["X-RateLimit-Limit"] == str(limit)
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + window_seconds + 1
+
+
+@ON_SQLITE
+def test_over_the_user_limit_is_a_json_429_with_retry_after(limited):
+    client = limited(RATELIMIT_PER_USER="3/minute").test_client()
+    for _ in range(3):
+        assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 200
+    response = client.get("/api/alice/tasks", headers=as_user("alice"))
+    assert_too_many_requests(response, limit=3, window_seconds=60)
+    assert "for this user" in response.json["detail"]
+    # Every method counts, and the user stays limited on every endpoint.
+    response = client.post("/api/alice/tasks", json={"title": "x"}, headers=as_user("alice"))
+    assert_too_many_requests(response, limit=3, window_seconds=60)
+
+
+@ON_SQLITE
+def test_one_user_exhausting_their_limit_leaves_another_untouched(limited):
+    client = limited(RATELIMIT_PER_USER="3/minute").test_client()
+    for _ in range(4):
+        client.get("/api/alice/tasks", headers=as_user("alice"))
+    assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 429
+    response = client.get("/api/bob/tasks", headers=as_user("bob"))
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining"] == "2"
+
+
+@ON_SQLITE
+def test_token_guessing_is_limited_per_client_ip(limited):
+    client = limited(RATELIMIT_PER_IP="3/minute").test_client()
+    for guess in range(3):
+        response = client.get("/api/alice/tasks", headers=bearer(f"guess-{guess}"))
+        assert response.status_code == 401
+        assert response.headers["X-RateLimit-Remaining"] == str(2 - guess)
+    response = client.get("/api/alice/tasks", headers=bearer("guess-3"))
+    assert_too_many_requests(response, limit=3, window_seconds=60)
+    assert "from this address" in response.json["detail"]
+    # Requests without a token count too, and the address stays throttled even with a
+    # valid token; another address is not.
+    assert client.get("/api/alice/tasks").status_code == 429
+    assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 429
+    other = client.get(
+        "/api/alice/tasks",
+        headers=as_user("alice"),
+        environ_base={"REMOTE_ADDR": "198.51.100.7"},
+    )
+    assert other.status_code == 200
+
+
+@ON_SQLITE
+def test_authenticated_requests_count_against_the_ip_limit_too(limited):
+    client = limited(RATELIMIT_PER_USER="100/minute", RATELIMIT_PER_IP="3/minute").test_client()
+    for user in ("alice", "bob", "carol"):
+        assert client.get(f"/api/{user}/tasks", headers=as_user(user)).status_code == 200
+    response = client.get("/api/dave/tasks", headers=as_user("dave"))
+    assert_too_many_requests(response, limit=3, window_seconds=60)
+    assert "from this address" in response.json["detail"]
+
+
+@ON_SQLITE
+def test_answers_carry_the_rate_limit_headers(limited):
+    client = limited(RATELIMIT_PER_USER="5/minute").test_client()
+    created = client.post("/api/alice/tasks", json={"title": "x"}, headers=as_user("alice"))
+    listed = client.get("/api/alice/tasks", headers=as_user("alice"))
+    forbidden = client.get("/api/bob/tasks", headers=as_user("alice"))
+    missing = client.get(f"/api/alice/tasks/{uuid.uuid4()}", headers=as_user("alice"))
+    answers = [created, listed, forbidden, missing]
+    assert [answer.status_code for answer in answers] == [201, 200, 403, 404]
+    for answer, remaining in zip(answers, [4, 3, 2, 1], strict=True):
+        assert answer.headers["X-RateLimit-Limit"] == "5"
+        assert answer.headers["X-RateLimit-Remaining"] == str(remaining)
+        assert time.time() < int(answer.headers["X-RateLimit-Reset"]) <= time.time() + 61
+        assert "Retry-After" not in answer.headers  # only a 429 (or 503) says when to retry
+    # Before authentication the headers describe the client IP's limit.
+    unauthenticated = client.get("/api/alice/tasks")
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["X-RateLimit-Limit"] == "1000"
+
+
+@ON_SQLITE
+def test_health_endpoints_are_exempt(limited):
+    client = limited(RATELIMIT_PER_IP="2/minute").test_client()
+    for _ in range(5):
+        for path in ("/healthz", "/readyz"):
+            response = client.get(path)
+            assert response.status_code == 200
+            assert not set(RATE_HEADERS) & set(response.headers.keys())
+    # None of those used up the address's limit.
+    assert client.get("/api/alice/tasks").headers["X-RateLimit-Remaining"] == "1"
+
+
+@ON_SQLITE
+def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited):
+    client = limited(RATELIMIT_PER_USER="1/minute", CORS_ORIGINS=FRONTEND).test_client()
+    preflight = {
+        "Origin": FRONTEND,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    for _ in range(3):  # preflights use up nothing, and are never refused
+        assert client.options("/api/alice/tasks", headers=preflight).status_code == 200
+    headers = {**as_user("alice"), "Origin": FRONTEND}
+    assert client.get("/api/alice/tasks", headers=headers).status_code == 200
+    response = client.get("/api/alice/tasks", headers=headers)
+    assert response.status_code == 429
+    assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+    exposed = set(response.headers["Access-Control-Expose-Headers"].split(", "))
+    assert {"Retry-After", *RATE_HEADERS} <= exposed
+
+
+@ON_SQLITE
+def test_without_authentication_the_path_user_is_limited(limited):
+    client = limited(
+        APP_ENV="development", AUTH_ENABLED="false", RATELIMIT_PER_USER="1/minute"
+    ).test_client()
+    assert client.get("/api/alice/tasks").status_code == 200
+    assert client.get("/api/alice/tasks").status_code == 429
+    assert client.get("/api/bob/tasks").status_code == 200
+
+
+@ON_SQLITE
+def test_rate_limits_can_be_switched_off(make_app):
+    client = make_app(
+        BETTER_AUTH_SECRET=HS_SECRET, RATELIMIT_ENABLED="false", RATELIMIT_PER_USER="1/minute"
+    ).test_client()
+    for _ in range(3):
+        response = client.get("/api/alice/tasks", headers=as_user("alice"))
+        assert response.status_code == 200
+        assert not set(RATE_HEADERS) & set(response.headers.keys())
+
+
+def test_a_database_outage_keeps_its_own_retry_after(tmp_path):
+    app = create_app(
+        {
+            # Nothing listens on port 1: connections are refused at once.
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/taskapp",
+            "BETTER_AUTH_SECRET": HS_SECRET,
+            "RATELIMIT_ENABLED": "true",
+        },
+        instance_path=str(tmp_path),
+    )
+    response = app.test_client().get("/api/alice/tasks", headers=as_user("alice"))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"  # not stretched to the limit's window
+    assert response.headers["X-RateLimit-Limit"] == "120"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("RATELIMIT_PER_USER", "lots", "RATELIMIT_PER_USER must be a rate limit"),
+        ("RATELIMIT_PER_IP", "300 per fortnight", "RATELIMIT_PER_IP must be a rate limit"),
+        ("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1", "RATELIMIT_STORAGE_URI must be"),
+        ("RATELIMIT_ENABLED", "sometimes", "RATELIMIT_ENABLED must be true or false"),
+    ],
+)
+def test_rate_limit_settings_are_checked_at_start_up(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app({"BETTER_AUTH_SECRET": HS_SECRET, name: value})
+
+
+def test_rate_limits_default_to_on_in_memory():
+    app = create_app({"BETTER_AUTH_SECRET": HS_SECRET, "RATELIMIT_ENABLED": ""})
+    assert app.config["RATELIMIT_ENABLED"] is True
+    assert app.config["RATELIMIT_PER_USER"] == "120/minute"
+    assert app.config["RATELIMIT_PER_IP"] == "300/minute"
+    assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
+
+
+# --- Redis, under gunicorn -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own in the real Redis; its keys are deleted after."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        client.close()
+        reason = f"the Redis tests need Redis at {REDIS_URL}: {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Redis tests: {reason}")
+        pytest.skip(reason)
+    prefix = f"taskapp-test-{uuid.uuid4().hex}"
+    yield client, prefix
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+class Gunicorn:
+    """gunicorn serving wsgi:app; its access log names the worker (pid) of each answer."""
+
+    ACCESS_FORMAT = "%(p)s %(s)s %(U)s"  # e.g. "<12345> 200 /api/alice/tasks"
+
+    def __init__(self, env: dict, workers: int):
+        self.base_url = f"http://127.0.0.1:{free_port()}"
+        self._access: list[tuple[str, int, str]] = []  # (pid, status, path)
+        self._errors: list[str] = []
+        self._changed = threading.Condition()
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                self.base_url.removeprefix("http://"),
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",  # one request at a time per worker: a busy worker leaves the rest
+                "--threads",
+                "1",
+                "--no-control-socket",  # tests may run several gunicorns at once
+                "--access-logfile",
+                "-",
+                "--access-logformat",
+                self.ACCESS_FORMAT,
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "BETTER_AUTH_SECRET": HS_SECRET, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._readers = [
+            threading.Thread(target=self._read, args=(self._process.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self._process.stderr, False), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, is_access_log: bool):
+        for line in stream:
+            with self._changed:
+                if is_access_log:
+                    pid, status, path = line.split()
+                    self._access.append((pid, int(status), path))
+                else:
+                    self._errors.append(line)
+                self._changed.notify_all()
+
+    def _wait(self, condition, what: str, timeout: float = LOG_TIMEOUT):
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout=timeout):
+                pytest.fail(f"gunicorn never logged {what}:\n{''.join(self._errors)}")
+
+    def wait_until_listening(self):
+        self._wait(lambda: self.logged("Listening at"), "that it listens", START_TIMEOUT)
+
+    def logged(self, text: str) -> bool:
+        with self._changed:
+            return any(text in line for line in self._errors)
+
+    def wait_for_log(self, text: str):
+        self._wait(lambda: self.logged(text), repr(text))
+
+    def answers(self, path: str, status: int | None = None) -> Counter:
+        """How many answers to `path` (with `status`) each worker pid gave."""
+        with self._changed:
+            return Counter(
+                pid
+                for pid, answered, logged in self._access
+                if logged == path and (status is None or answered == status)
+            )
+
+    def wait_for_answers(self, path: str, count: int):
+        """Until the access log holds `count` answers to `path` (a line follows its answer)."""
+        self._wait(lambda: self.answers(path).total() >= count, f"{count} answers to {path}")
+
+    def stop(self):
+        self._process.terminate()
+        self._process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        self._process.stdout.close()
+        self._process.stderr.close()
+
+
+@contextlib.contextmanager
+def gunicorn(database_url: str, workers: int, **settings: str):
+    server = Gunicorn(
+        {"DATABASE_URL": database_url, "RATELIMIT_ENABLED": "true", **settings}, workers
+    )
+    try:
+        server.wait_until_listening()
+        yield server
+    finally:
+        server.stop()
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict, object]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def get_concurrently(url: str, count: int, headers: dict | None = None) -> list[tuple]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda _: get(url, headers), range(count)))
+
+
+@ON_SQLITE
+def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis_prefix):
+    """With a limit of L, L requests pass and the next is 429 on whichever worker answers.
+
+    Proof that the count is shared, from gunicorn's access log (each line names the
+    worker's pid): both workers answered some of the L allowed requests, so each
+    saw fewer than L itself, and then each answered 429 at once. Counting in its
+    own memory, a worker that had seen fewer than L would have answered 200.
+    """
+    client, prefix = redis_prefix
+    limit = 40
+    api = "/api/alice/tasks"
+    alice = as_user("alice")
+    with gunicorn(
+        database_url,
+        workers=2,
+        RATELIMIT_STORAGE_URI=REDIS_URL,
+        RATELIMIT_KEY_PREFIX=prefix,
+        RATELIMIT_PER_USER=f"{limit}/hour",
+        RATELIMIT_PER_IP="100000/hour",
+    ) as server:
+        # Both workers are up: concurrent probes (exempt from limits) reach each of them.
+        probes = 0
+        while len(server.answers("/healthz")) < 2 and probes < 400:
+            get_concurrently(f"{server.base_url}/healthz", 8)
+            probes += 8
+            server.wait_for_answers("/healthz", probes)
+        assert len(server.answers("/healthz")) == 2, "only one gunicorn worker ever answered"
+
+        allowed = get_concurrently(f"{server.base_url}{api}", limit, alice)
+        assert [status for status, _, _ in allowed] == [200] * limit
+        server.wait_for_answers(api, limit)
+        served = server.answers(api, 200)
+        assert len(served) == 2, f"one worker answered every allowed request: {served}"
+
+        refused: list[tuple] = []
+        while len(server.answers(api, 429)) < 2 and len(refused) < 200:
+            refused += get_concurrently(f"{server.base_url}{api}", 8, alice)
+            server.wait_for_answers(api, limit + len(refused))
+        assert {status for status, _, _ in refused} == {429}
+        assert set(server.answers(api, 429)) == set(served), "a worker never answered 429"
+        _, headers, body = refused[0]
+        assert body["detail"].startswith("Too many requests for this user")
+        assert 1 <= int(headers["Retry-After"]) <= 3600
+        assert headers["X-RateLimit-Limit"] == str(limit)
+        assert headers["X-RateLimit-Remaining"] == "0"
+
+    # The count lives in Redis, under this test's prefix.
+    keys = [key.decode() for key in client.scan_iter(match=f"{prefix}:*")]
+    assert any("alice" in key for key in keys), keys
+
+
+@ON_SQLITE
+def test_requests_are_served_when_redis_is_down(database_url):
+    """Redis unreachable: answers keep coming (counted in the worker's memory), and the
+    log says so. No Redis server is needed: nothing listens on the port used."""
+    unreachable = f"redis://127.0.0.1:{free_port()}/5"
+    with gunicorn(
+        database_url,
+        workers=1,
+        RATELIMIT_STORAGE_URI=unreachable,
+        RATELIMIT_PER_USER="3/hour",
+    ) as server:
+        url = f"{server.base_url}/api/alice/tasks"
+        answers = [get(url, as_user("alice")) for _ in range(4)]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 429]
+        for remaining, (_, headers, _) in zip(["2", "1", "0"], answers, strict=False):
+            assert headers["X-RateLimit-Remaining"] == remaining
+        assert get(f"{server.base_url}/readyz")[0] == 200
+        server.wait_for_log("Rate limit storage unreachable")
