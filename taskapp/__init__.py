@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapp import (
     auth,
@@ -56,6 +57,13 @@ def create_app(
     security_headers.init_security_headers(app)
     if app.config["CORS_ORIGINS"]:
         cors.init_app(app, **app.config["CORS_OPTIONS"])
+
+    if app.config["PROXY_HOPS"]:
+        # Behind nginx: the client's address, and the scheme, host and port it
+        # used (for Location and Link), come from the proxies' X-Forwarded-* headers.
+        # The outermost wrapper, so every other layer sees the corrected values.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     if not app.config["AUTH_ENABLED"]:
         log.warning("AUTH_ENABLED=false: every request is trusted as the user in its path")

@@ -170,6 +170,12 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
     if not jwks_url and set(algorithms) - set(SYMMETRIC_ALGORITHMS):
         raise ConfigError("asymmetric JWT_ALGORITHMS need BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL")
 
+    # How many proxies in front of the app set X-Forwarded-*: exactly that many
+    # values are trusted, so a client cannot forge its address, scheme or host.
+    proxy_hops = float(_number(source, "PROXY_HOPS", 0, 0))
+    if not proxy_hops.is_integer():
+        raise ConfigError(f"PROXY_HOPS must be a whole number, not {source['PROXY_HOPS']!r}")
+
     cors_origins = _list(source, "CORS_ORIGINS")
     rate_limit_storage_uri, rate_limit_storage_options = rate_limit_storage(source)
     issuers = _list(source, "JWT_ISSUER") or ([better_auth_url] if better_auth_url else [])
@@ -190,6 +196,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
             "pool_recycle": 300,
         },
         "MAX_CONTENT_LENGTH": int(_number(source, "MAX_BODY_BYTES", 64 * 1024, 1)),
+        "PROXY_HOPS": int(proxy_hops),
         "JWKS_URL": jwks_url or None,
         "JWKS_TIMEOUT_SECONDS": _number(source, "JWKS_TIMEOUT_SECONDS", 3, 0.1),
         "JWKS_CACHE_SECONDS": _number(source, "JWKS_CACHE_SECONDS", 600, 0),

@@ -1,0 +1,85 @@
+"""gunicorn's settings for taskapp: `gunicorn --config gunicorn.conf.py`.
+
+The master reads this file at start and again on SIGHUP (`systemctl reload taskapp`).
+The environment overrides the defaults below (README, "Configuration"). This file
+imports nothing from taskapp, on purpose: see `preload_app`.
+"""
+
+import os
+
+
+def _whole_number(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        # One line for the operator, as taskapp's own settings do.
+        raise SystemExit(f"gunicorn.conf.py: {name} must be a whole number, at least 1: {raw!r}")
+    return value
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (taskset, cpusets), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+wsgi_app = "wsgi:app"
+proc_name = "taskapp"
+
+# Loopback by default, so a bare `gunicorn -c gunicorn.conf.py` is never exposed;
+# deploy/taskapp.service binds the unix socket deploy/nginx.conf proxies to.
+bind = [os.environ.get("GUNICORN_BIND", "").strip() or "127.0.0.1:8000"]
+# The unix socket is read-write for its owner and group only (the unit runs
+# gunicorn with nginx's group).
+umask = 0o007
+
+# A Python process runs one thread at a time, so CPUs are used by workers:
+# one per CPU, and at least two so one slow or restarting worker never leaves
+# the API without one. Threads overlap the waits on PostgreSQL within a worker.
+# Each thread may hold a database connection: workers x threads must stay under
+# PostgreSQL's max_connections (100 by default), and threads at most 15, the
+# size of a worker's connection pool (SQLAlchemy's 5 + 10 overflow): more
+# threads would wait for a connection.
+worker_class = "gthread"
+workers = _whole_number("GUNICORN_WORKERS", max(2, _cpus()))
+threads = _whole_number("GUNICORN_THREADS", 4)
+
+# A worker whose heartbeat stops for `timeout` seconds is killed and replaced.
+# On SIGTERM and SIGHUP workers stop accepting and get `graceful_timeout`
+# seconds to finish the requests they hold; deploy/taskapp.service waits a
+# little longer than that (TimeoutStopSec) before it kills anything.
+timeout = 30
+graceful_timeout = 30
+
+# Not preloaded, although it would be safe: the app opens no database
+# connection and fetches no keys at import (tests/test_deploy_files.py checks).
+# The reason is SIGHUP: without preload every new worker imports the app
+# afresh, so `systemctl reload` after a deploy serves the new code and .env.
+# A preloaded app stays the one the master imported at start until a restart.
+preload_app = False
+
+# Each worker's heartbeat file lives in memory: on a disk-backed /tmp, updating
+# it can block a worker long enough to be taken for a hung one.
+SHARED_MEMORY = "/dev/shm"  # noqa: S108 (not a temporary file: gunicorn's heartbeats)
+worker_tmp_dir = SHARED_MEMORY if os.path.isdir(SHARED_MEMORY) else None
+
+# The app logs requests itself; gunicorn's own log (start, workers, signals,
+# errors) goes to stderr, which systemd sends to the journal.
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+
+# Addresses whose X-Forwarded-Proto gunicorn believes (connections over a unix
+# socket always are). The app's own trust in X-Forwarded-* is PROXY_HOPS.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1"
+
+# gunicorn's control socket would live in $HOME/.gunicorn/gunicorn.ctl, shared by
+# every gunicorn of that user on the host; signals do everything it would.
+control_socket_disable = True

@@ -1,0 +1,98 @@
+"""Behind a proxy: PROXY_HOPS decides whose X-Forwarded-* headers are believed."""
+
+import pytest
+from flask import request
+
+from taskapp import create_app
+from taskapp.config import ConfigError
+from tests.support import HS_SECRET
+
+FORWARDED = {
+    "X-Forwarded-For": "203.0.113.7",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "api.example.com",
+    "X-Forwarded-Port": "443",
+}
+
+
+@pytest.fixture
+def proxied_app(make_app):
+    """The app as deploy/nginx.conf runs it: one proxy in front."""
+    return make_app(BETTER_AUTH_SECRET=HS_SECRET, PROXY_HOPS="1")
+
+
+def create(app, auth, headers):
+    response = app.test_client().post(
+        "/api/alice/tasks", json={"title": "A task"}, headers={**auth("alice"), **headers}
+    )
+    assert response.status_code == 201, response.json
+    return response
+
+
+def test_location_uses_the_forwarded_scheme_and_host_behind_one_proxy(proxied_app, auth):
+    response = create(proxied_app, auth, FORWARDED)
+    task_id = response.json["id"]
+    assert response.headers["Location"] == f"https://api.example.com/api/alice/tasks/{task_id}"
+
+
+def test_a_forwarded_port_other_than_the_default_stays_in_the_url(proxied_app, auth):
+    response = create(proxied_app, auth, {**FORWARDED, "X-Forwarded-Port": "8443"})
+    assert response.headers["Location"].startswith("https://api.example.com:8443/api/alice/")
+
+
+def test_forwarded_headers_are_ignored_without_a_proxy(app, auth):
+    response = create(app, auth, FORWARDED)
+    assert response.headers["Location"].startswith("http://localhost/api/alice/tasks/")
+
+
+def test_link_uses_the_forwarded_scheme_and_host(proxied_app, auth):
+    for _ in range(2):
+        create(proxied_app, auth, {})
+    response = proxied_app.test_client().get(
+        "/api/alice/tasks?limit=1", headers={**auth("alice"), **FORWARDED}
+    )
+    assert response.headers["Link"].startswith("<https://api.example.com/api/alice/tasks?")
+
+
+def test_only_the_nearest_proxys_values_are_trusted(proxied_app, auth):
+    # A client may send its own X-Forwarded-*; a proxy that appends to them
+    # leaves the client's values first, and one hop trusts only the last.
+    response = create(
+        proxied_app,
+        auth,
+        {
+            "X-Forwarded-Proto": "http, https",
+            "X-Forwarded-Host": "evil.example, api.example.com",
+            "X-Forwarded-Port": "80, 443",
+        },
+    )
+    assert response.headers["Location"].startswith("https://api.example.com/api/alice/")
+
+
+@pytest.mark.parametrize(
+    ("hops", "forwarded_for", "client"),
+    [
+        ("0", "203.0.113.7", "127.0.0.1"),
+        ("1", "203.0.113.7", "203.0.113.7"),
+        ("1", "198.51.100.1, 203.0.113.7", "203.0.113.7"),  # the first is the client's own claim
+        ("2", "198.51.100.1, 203.0.113.7", "198.51.100.1"),
+    ],
+)
+def test_client_address_comes_from_exactly_the_configured_hops(hops, forwarded_for, client):
+    app = create_app(
+        {"BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://", "PROXY_HOPS": hops}
+    )
+    app.add_url_rule("/client-address", "client_address", lambda: request.remote_addr)
+    response = app.test_client().get("/client-address", headers={"X-Forwarded-For": forwarded_for})
+    assert response.text == client
+
+
+def test_proxy_hops_default_to_none():
+    app = create_app({"BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://"})
+    assert app.config["PROXY_HOPS"] == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "one", "inf"])
+def test_proxy_hops_must_be_a_whole_number(value):
+    with pytest.raises(ConfigError, match="PROXY_HOPS"):
+        create_app({"PROXY_HOPS": value, "BETTER_AUTH_SECRET": HS_SECRET})
