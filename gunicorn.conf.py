@@ -83,3 +83,11 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.
 # gunicorn's control socket would live in $HOME/.gunicorn/gunicorn.ctl, shared by
 # every gunicorn of that user on the host; signals do everything it would.
 control_socket_disable = True
+
+
+def child_exit(_server, worker):
+    """With metrics in multiprocess mode, forget a worker that is gone (its live gauges)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
