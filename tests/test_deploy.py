@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -111,7 +111,7 @@ class Gunicorn:
     process: subprocess.Popen
     log: Log
     socket_path: Path
-    worker_pids: set[str] = field(default_factory=set)
+    worker_pids: set[str]  # the workers it booted with
 
 
 @contextlib.contextmanager
