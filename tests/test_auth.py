@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import OKPAlgorithm
 
 from taskapp.jwks import KeySet
-from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, claims, hs256_token
+from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, claims, free_port, hs256_token
 
 ASYMMETRIC = ["EdDSA", "ES256", "ES512", "RS256", "PS256"]
 TASKS = "/api/alice/tasks"
@@ -78,13 +78,6 @@ def assert_service_unavailable(response) -> None:
     assert isinstance(body, dict)
     assert isinstance(body.get("detail"), str)
     assert body["detail"]
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def better_auth_claims(base_url: str, sub: str | None = "alice", **extra) -> dict:

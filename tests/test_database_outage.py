@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, bearer, free_port, hs256_token
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 6
@@ -44,12 +43,6 @@ def require_cluster_control() -> list[str]:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the database outage test: {missing}")
     pytest.skip(missing)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, bearer, free_port, hs256_token
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "api.example.com"
@@ -193,12 +193,6 @@ def site_config(port: int, socket_path: Path, cert: Path, key: Path, directory: 
         assert site.count(deployed) == 1, f"deploy/nginx.conf no longer has {deployed!r}"
         site = site.replace(deployed, tested)
     return site
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import pytest
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, bearer, free_port, hs256_token
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,12 +168,6 @@ def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app)
     assert grew("taskapp_jwt_verification_failures_total", reason="missing") == 1
     assert grew("taskapp_jwt_verification_failures_total", reason="invalid") == 1
     assert "alice" not in after
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import redis
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, bearer, free_port, hs256_token
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = "https://app.example.com"
@@ -236,12 +235,6 @@ def test_rate_limits_default_to_on_in_memory():
 
 
 # --- Redis, under gunicorn -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
