@@ -1,15 +1,19 @@
-"""Test helpers: real signing keys, real tokens and a real JWKS server on 127.0.0.1."""
+"""Test helpers: real keys and tokens, a real JWKS server, and the app under real servers."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -159,3 +163,43 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Gunicorn:
+    """`gunicorn wsgi:app` on a free 127.0.0.1 port; its log lines are collected as they come.
+
+    Tests wait on those lines (`wait_for`), never on the clock.
+    """
+
+    def __init__(self, *options: str, env: dict[str, str]):
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options, "wsgi:app"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        for line in self.process.stderr:
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
+
+    def wait_for(self, seen, timeout: float) -> bool:
+        """Whether `seen(lines)` became true within `timeout` seconds."""
+        with self._new_line:
+            return self._new_line.wait_for(lambda: seen(self.lines), timeout=timeout)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.process.stderr.close()

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, free_port, hs256_token
+from tests.support import HS_SECRET, Gunicorn, bearer, hs256_token
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 6
@@ -48,46 +47,22 @@ def require_cluster_control() -> list[str]:
 @pytest.fixture
 def gunicorn(database_url):
     """The app under gunicorn (2 workers, 4 threads each) on a free port; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--timeout",
-            "30",
-            "--log-level",
-            "info",
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url, "BETTER_AUTH_SECRET": HS_SECRET},
-        stderr=subprocess.PIPE,
-        text=True,
+    server = Gunicorn(
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--timeout",
+        "30",
+        "--log-level",
+        "info",
+        env={"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": HS_SECRET},
     )
-    listening = threading.Event()
-    log: list[str] = []
-
-    def drain():
-        for line in process.stderr:
-            log.append(line)
-            if "Listening at" in line:
-                listening.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not listening.wait(timeout=30):
-        process.kill()
-        pytest.fail("gunicorn did not start:\n" + "".join(log))
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
-    process.stderr.close()
+    if not server.wait_for(lambda lines: any("Listening at" in line for line in lines), 30):
+        server.stop()
+        pytest.fail("gunicorn did not start:\n" + "".join(server.lines))
+    yield server.url
+    server.stop()
 
 
 def send(method: str, url: str, body: dict | None, headers: dict):

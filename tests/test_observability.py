@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -15,7 +12,7 @@ import pytest
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET, bearer, free_port, hs256_token
+from tests.support import HS_SECRET, Gunicorn, bearer, hs256_token
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,52 +170,29 @@ def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app)
 def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
-    port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": HS_SECRET,
-        "METRICS_ENABLED": "true",
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--log-level",
-            "info",
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
+    server = Gunicorn(
+        "--workers",
+        "2",
+        "--log-level",
+        "info",
+        env={
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_SECRET": HS_SECRET,
+            "METRICS_ENABLED": "true",
+            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        },
     )
-    booted = threading.Event()
-    workers: set[str] = set()
 
-    def drain():
-        for line in process.stderr:
-            if "Booting worker with pid" in line:
-                workers.add(line.rsplit(" ", 1)[1].strip())
-                if len(workers) == 2:
-                    booted.set()
+    def both_workers_booted(lines):
+        return sum("Booting worker with pid" in line for line in lines) >= 2
 
-    threading.Thread(target=drain, daemon=True).start()
     try:
-        assert booted.wait(timeout=60), "gunicorn's two workers did not boot"
+        assert server.wait_for(both_workers_booted, 60), "gunicorn's two workers did not boot"
         requests = 40
         headers = bearer(hs256_token(lifetime=600))
 
         def get(_):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/alice/tasks", headers=headers
-            )
+            request = urllib.request.Request(f"{server.url}/api/alice/tasks", headers=headers)
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status
 
@@ -228,7 +202,7 @@ def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
             thread.start()
         for thread in threads:
             thread.join()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
             text = response.read().decode()
         assert len(list(multiproc.iterdir())) >= 2  # each worker wrote its own figures
         counted = metric(
@@ -239,6 +213,4 @@ def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
         )
         assert counted == requests
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        process.stderr.close()
+        server.stop()
