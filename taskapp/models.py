@@ -55,10 +55,6 @@ class Task(db.Model):
         ),
     )
 
-    @property
-    def etag(self) -> str:
-        return f'"{self.version}"'
-
     def set_completed(self, completed: bool, at: datetime | None = None) -> None:
         """Mark done or reopened at `at` (default now); a repeat changes nothing.
 

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, current_app, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
 
 from taskapp import idempotency
@@ -96,7 +97,7 @@ def next_page_url(cursor: str) -> str:
 
 def check_if_match(task: Task) -> None:
     """412 when the client's `If-Match` names an older version: nothing is changed."""
-    if request.if_match and not request.if_match.contains(task.etag.strip('"')):
+    if request.if_match and not request.if_match.contains(str(task.version)):
         abort(412)
 
 
@@ -113,8 +114,9 @@ def task_url(user_id: str, task_id) -> str:
     return url_for("tasks.TaskItem", user_id=user_id, task_id=task_id, _external=True)
 
 
-def single_task_headers(task: Task) -> dict:
-    return {"ETag": task.etag}
+def etag_header(version: int) -> dict:
+    """A task's ETag is its version: SQLAlchemy bumps it on every change."""
+    return {"ETag": quote_etag(str(version))}
 
 
 @blp.route("")
@@ -170,13 +172,13 @@ class TaskCollection(MethodView):
             return (
                 task,
                 201,
-                {"Location": task_url(task.user_id, task.id), **single_task_headers(task)},
+                {"Location": task_url(task.user_id, task.id), **etag_header(task.version)},
             )
         body = current_app.json.dumps(TaskResponseSchema().dump(task))
         created = idempotency.create_once(user_id, key, fields, task, body)
         headers = {
             "Location": task_url(user_id, created.task_id),
-            "ETag": f'"{FIRST_VERSION}"',
+            **etag_header(FIRST_VERSION),
             "Idempotent-Replayed": "true" if created.replayed else "false",
         }
         return Response(created.body, 201, headers=headers, mimetype="application/json")
@@ -193,9 +195,9 @@ class TaskItem(MethodView):
         """Get one task."""
         task = find_task(user_id, task_id)
         # Weak comparison (RFC 9110): a proxy that compresses may weaken the ETag.
-        if request.if_none_match.contains_weak(task.etag.strip('"')):
-            return Response(status=304, headers=single_task_headers(task))
-        return task, 200, single_task_headers(task)
+        if request.if_none_match.contains_weak(str(task.version)):
+            return Response(status=304, headers=etag_header(task.version))
+        return task, 200, etag_header(task.version)
 
     @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskResponseSchema, headers=ETAG)
@@ -209,7 +211,7 @@ class TaskItem(MethodView):
         for name, value in fields.items():
             setattr(task, name, value)
         db.session.commit()
-        return task, 200, single_task_headers(task)
+        return task, 200, etag_header(task.version)
 
     @blp.response(204)
     @errors(*ALWAYS, 404, 412, 422)
@@ -240,4 +242,4 @@ class TaskCompletion(MethodView):
         else:
             task.set_completed(not task.is_completed)
         db.session.commit()
-        return task, 200, single_task_headers(task)
+        return task, 200, etag_header(task.version)
