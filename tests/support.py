@@ -14,11 +14,21 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NoReturn
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 from werkzeug.serving import make_server
+
+
+def unavailable(tests: str, missing: str) -> NoReturn:
+    """What `tests` need is missing: a skip on a laptop, a failure in CI, where every suite runs."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the {tests}: {missing}")
+    pytest.skip(f"the {tests} need {missing}")
+
 
 HS_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ISSUER = "http://auth.example.test"

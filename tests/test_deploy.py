@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, free_port, hs256_token
+from tests.support import HS_SECRET, bearer, free_port, hs256_token, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "api.example.com"
@@ -54,9 +54,7 @@ def nginx_binary() -> str:
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     if found:
         return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI must run the nginx tests: install Debian's nginx (apt-get install nginx)")
-    pytest.skip("the nginx tests need Debian's nginx: apt-get install nginx")
+    unavailable("nginx tests", "Debian's nginx (apt-get install nginx)")
 
 
 class Log:
