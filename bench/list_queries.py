@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from taskapp import create_app
 from taskapp.extensions import db
-from taskapp.listing import ListQuery, encode_cursor, page_query
+from taskapp.tasks.listing import ListQuery, encode_cursor, page_query
 
 USERS = 10_000
 TASKS = 1_000_000

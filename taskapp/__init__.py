@@ -8,21 +8,13 @@ from collections.abc import Mapping
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from taskapp import (
-    auth,
-    cli,
-    errors,
-    health,
-    logs,
-    metrics,
-    openapi,
-    ratelimit,
-    security_headers,
-    tasks,
-)
+from taskapp import cli
+from taskapp.auth import tokens as auth
 from taskapp.config import load_config
 from taskapp.extensions import api, cors, db, migrate
-from taskapp.schemas import ErrorSchema
+from taskapp.tasks import views as tasks
+from taskapp.tasks.schemas import ErrorSchema
+from taskapp.web import errors, health, logs, metrics, openapi, ratelimit, security_headers
 
 log = logging.getLogger(__name__)
 

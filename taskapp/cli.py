@@ -7,9 +7,9 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from flask_jwt_extended import create_access_token
 
-from taskapp import idempotency
 from taskapp.extensions import db
 from taskapp.models import Task
+from taskapp.tasks import idempotency
 
 
 def register_commands(app: Flask) -> None:

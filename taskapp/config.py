@@ -230,7 +230,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
             "supports_credentials": False,
         },
         # Flask-Limiter reads RATELIMIT_ENABLED and RATELIMIT_STORAGE_*; the two limits are
-        # taskapp's own (taskapp.extensions.limiter, taskapp.ratelimit).
+        # taskapp's own (taskapp.extensions.limiter, taskapp.web.ratelimit).
         "RATELIMIT_ENABLED": _flag(source, "RATELIMIT_ENABLED", True),
         "RATELIMIT_PER_USER": _rate_limit(source, "RATELIMIT_PER_USER", "120/minute"),
         "RATELIMIT_PER_IP": _rate_limit(source, "RATELIMIT_PER_IP", "300/minute"),

@@ -35,7 +35,7 @@ jwt = JWTManager()
 api = Api()
 cors = CORS()
 # Every request counts against its client IP's limit before anything else runs;
-# taskapp.ratelimit adds the per-user limit once the token is verified. The limit
+# taskapp.web.ratelimit adds the per-user limit once the token is verified. The limit
 # values are read per request, since tests build several apps in one process
 # (Flask-Limiter keeps its storage on this object: the last app bound sets it).
 limiter = Limiter(
@@ -44,7 +44,7 @@ limiter = Limiter(
         ApplicationLimit(lambda: current_app.config["RATELIMIT_PER_IP"], scope="ip")
     ],
     strategy="fixed-window",
-    # Headers are written by taskapp.ratelimit: Flask-Limiter's own add Retry-After
+    # Headers are written by taskapp.web.ratelimit: Flask-Limiter's own add Retry-After
     # to every answer and would stretch a 503's Retry-After to the window's end.
     headers_enabled=False,
     # Storage down (Redis): count in this process's memory until it is back, and

@@ -28,7 +28,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import OKPAlgorithm
 
-from taskapp.jwks import KeySet
+from taskapp.auth.jwks import KeySet
 from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, claims, free_port, hs256_token
 
 ASYMMETRIC = ["EdDSA", "ES256", "ES512", "RS256", "PS256"]
@@ -611,7 +611,7 @@ def test_readyz_survives_a_malformed_jwks_document(jwks_client, key_server, sign
     assert response.status_code == 200
 
 
-# --- taskapp.jwks.KeySet ---------------------------------------------------------------------
+# --- taskapp.auth.jwks.KeySet ----------------------------------------------------------------
 
 
 def keyset_for(server: KeyServer) -> KeySet:

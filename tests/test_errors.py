@@ -37,7 +37,7 @@ def test_unexpected_exception_is_a_bare_500_and_logged(app, client, caplog):
     def explode():
         raise RuntimeError("secret internals")
 
-    with caplog.at_level(logging.ERROR, logger="taskapp.errors"):
+    with caplog.at_level(logging.ERROR, logger="taskapp.web.errors"):
         response = client.get("/explode")
     assert_error(response, 500)
     assert response.json == {"detail": "Internal server error."}

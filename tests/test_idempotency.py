@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from taskapp import idempotency
 from taskapp.config import database_url as normalized_url
 from taskapp.extensions import db
 from taskapp.models import IdempotencyKey, Task
+from taskapp.tasks import idempotency
 from taskapp.timestamps import utcnow
 from tests.support import bearer, hs256_token
 from tests.test_concurrency import race

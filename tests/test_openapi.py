@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from taskapp.schemas import SPACE, TITLE_PATTERN
+from taskapp.tasks.schemas import SPACE, TITLE_PATTERN
 from tests.support import HS_SECRET, bearer, hs256_token
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi.json"

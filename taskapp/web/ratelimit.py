@@ -19,8 +19,8 @@ from flask_jwt_extended import get_jwt_identity
 from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError
 
-from taskapp.errors import error_response
 from taskapp.extensions import limiter
+from taskapp.web.errors import error_response
 
 log = logging.getLogger(__name__)
 

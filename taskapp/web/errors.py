@@ -2,7 +2,7 @@
 
 Werkzeug's HTTP errors (routing 404, 405, 413, webargs' 400 and 422), database
 outages, the key server being down and unexpected exceptions all end here; the
-JWT library's callbacks (in taskapp.auth) call `error_response` too.
+JWT library's callbacks (in taskapp.auth.tokens) call `error_response` too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from taskapp.metrics import count_database_error
+from taskapp.web.metrics import count_database_error
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import urllib.request
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError, PyJWTError
 
-from taskapp.errors import ServiceUnavailable
+from taskapp.web.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 from flask import Blueprint
 from sqlalchemy import text
 
-from taskapp.auth import key_server_ready
-from taskapp.errors import ServiceUnavailable
+from taskapp.auth.tokens import key_server_ready
 from taskapp.extensions import db, limiter
+from taskapp.web.errors import ServiceUnavailable
 
 blp = Blueprint("health", __name__)
 limiter.exempt(blp)  # probes must never be throttled

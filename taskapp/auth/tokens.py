@@ -25,12 +25,12 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from taskapp.errors import error_response
+from taskapp.auth.jwks import KeySet
 from taskapp.extensions import jwt
-from taskapp.jwks import KeySet
-from taskapp.metrics import count_jwt_failure
 from taskapp.models import USER_ID_MAX
-from taskapp.ratelimit import per_user_limit
+from taskapp.web.errors import error_response
+from taskapp.web.metrics import count_jwt_failure
+from taskapp.web.ratelimit import per_user_limit
 
 KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200

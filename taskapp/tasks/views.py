@@ -16,13 +16,12 @@ from flask_smorest import Blueprint, abort
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
 
-from taskapp import idempotency
-from taskapp.auth import owner_required
+from taskapp.auth.tokens import owner_required
 from taskapp.extensions import api, db
-from taskapp.listing import InvalidCursor, ListQuery, count_query, encode_cursor, page_query
 from taskapp.models import FIRST_VERSION, Task
-from taskapp.request_body import StrictJSONParser, check_request_body
-from taskapp.schemas import (
+from taskapp.tasks import idempotency
+from taskapp.tasks.listing import InvalidCursor, ListQuery, count_query, encode_cursor, page_query
+from taskapp.tasks.schemas import (
     CompletionSchema,
     TaskCreateSchema,
     TaskListQuerySchema,
@@ -30,6 +29,7 @@ from taskapp.schemas import (
     TaskUpdateSchema,
 )
 from taskapp.timestamps import utcnow
+from taskapp.web.request_body import StrictJSONParser, check_request_body
 
 blp = Blueprint(
     "tasks", __name__, url_prefix="/api/<user_id>/tasks", description="A signed-in user's tasks."

@@ -8,8 +8,8 @@ from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
-from taskapp.listing import DEFAULT_SORT, SORTS
 from taskapp.models import DESCRIPTION_MAX, PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX
+from taskapp.tasks.listing import DEFAULT_SORT, SORTS
 
 SERVER_OWNED_FIELDS = ("id", "user_id", "created_at", "updated_at", "completed_at")
 

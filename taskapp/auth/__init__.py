@@ -1,0 +1,1 @@
+"""Who is calling: Better Auth's tokens, their keys, and the owner rule."""

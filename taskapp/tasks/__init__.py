@@ -1,0 +1,1 @@
+"""The tasks themselves: the views of the contract, schemas, listing, idempotent creates."""

@@ -1,0 +1,1 @@
+"""The HTTP plumbing around the tasks: errors, bodies, limits, headers, logs, metrics, docs."""
