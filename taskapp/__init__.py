@@ -9,12 +9,11 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapp import cli
-from taskapp.auth import tokens as auth
+from taskapp.auth import tokens
 from taskapp.config import load_config
-from taskapp.extensions import api, cors, db, migrate
-from taskapp.tasks import views as tasks
-from taskapp.tasks.schemas import ErrorSchema
-from taskapp.web import errors, health, logs, metrics, openapi, ratelimit, security_headers
+from taskapp.extensions import api, db, migrate
+from taskapp.tasks import views
+from taskapp.web import cors, errors, health, logs, metrics, openapi, ratelimit, security_headers
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +29,29 @@ def create_app(
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(load_config(config, app.instance_path))
     app.url_map.strict_slashes = False
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     logs.init_logging(app)
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True)
-    auth.init_auth(app)
+    tokens.init_auth(app)
     ratelimit.init_rate_limits(app)
-    api.ERROR_SCHEMA = ErrorSchema
-    openapi.init_openapi(app)
     api.init_app(app)
-    tasks.init_tasks(app)
+    views.init_tasks(app)
     app.register_blueprint(health.blp)
-    # After Api.init_app, so taskapp's error shape replaces flask-smorest's.
+    openapi.init_openapi(app)
     errors.register_error_handlers(app)
     cli.register_commands(app)
     metrics.init_metrics(app)
     security_headers.init_security_headers(app)
-    if app.config["CORS_ORIGINS"]:
-        cors.init_app(app, **app.config["CORS_OPTIONS"])
+    cors.init_cors(app)
 
     if app.config["PROXY_HOPS"]:
         # Behind nginx: the client's address, and the scheme, host and port it
         # used (for Location and Link), come from the proxies' X-Forwarded-* headers.
         # The outermost wrapper, so every other layer sees the corrected values.
         hops = app.config["PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
     if not app.config["AUTH_ENABLED"]:
         log.warning("AUTH_ENABLED=false: every request is trusted as the user in its path")

@@ -1,17 +1,18 @@
-"""The Flask extensions, created unbound; `create_app()` binds them to an app."""
+"""The Flask extensions, created unbound; `create_app()` binds them to an app.
+
+The rate limiter and CORS live with their rules, in taskapp.web.ratelimit and
+taskapp.web.cors.
+"""
 
 import sqlite3
 
-from flask import current_app
-from flask_cors import CORS
 from flask_jwt_extended import JWTManager
-from flask_limiter import ApplicationLimit, Limiter
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
-from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.orm import DeclarativeBase
+
+from taskapp.web.api import Api
 
 
 class Base(DeclarativeBase):
@@ -33,25 +34,6 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 jwt = JWTManager()
 api = Api()
-cors = CORS()
-# Every request counts against its client IP's limit before anything else runs;
-# taskapp.web.ratelimit adds the per-user limit once the token is verified. The limit
-# values are read per request, since tests build several apps in one process
-# (Flask-Limiter keeps its storage on this object: the last app bound sets it).
-limiter = Limiter(
-    get_remote_address,
-    application_limits=[
-        ApplicationLimit(lambda: current_app.config["RATELIMIT_PER_IP"], scope="ip")
-    ],
-    strategy="fixed-window",
-    # Headers are written by taskapp.web.ratelimit: Flask-Limiter's own add Retry-After
-    # to every answer and would stretch a 503's Retry-After to the window's end.
-    headers_enabled=False,
-    # Storage down (Redis): count in this process's memory until it is back, and
-    # never fail a request because of the limiter.
-    in_memory_fallback_enabled=True,
-    swallow_errors=True,
-)
 
 
 @event.listens_for(Engine, "connect")

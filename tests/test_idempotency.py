@@ -124,7 +124,7 @@ def test_a_failed_write_leaves_neither_task_nor_key(app):
         broken = Task(id=None, user_id="alice", title="x", priority=9)  # breaks a CHECK
         broken.created_at = utcnow()
         with pytest.raises(IntegrityError):
-            idempotency.create_once("alice", "k", {"title": "x"}, broken, "{}")
+            idempotency.create("alice", "k", {"title": "x"}, broken, "{}")
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
         assert db.session.scalar(select(func.count()).select_from(Task)) == 0

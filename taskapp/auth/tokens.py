@@ -6,8 +6,8 @@
 - Only the configured algorithms are accepted, and a JWKS key only with the
   algorithm it declares: `none`, or HS256 made with a public key, never verify.
 - A token must expire and must name its user (`claims_problem`).
-- The user in the path must be the caller (`owner_required`); every task query
-  then filters on that user.
+- A view needs a verified token (`token_required`), and the user in the path
+  must be the caller (`owner_required`); every task query then filters on that user.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from taskapp.extensions import jwt
 from taskapp.models import USER_ID_MAX
 from taskapp.web.errors import error_response
 from taskapp.web.metrics import count_jwt_failure
-from taskapp.web.ratelimit import per_user_limit
 
 KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
@@ -140,28 +139,36 @@ def _unacceptable_claims(_header: dict, payload: dict):
     )
 
 
-def owner_required(view):
-    """`jwt_required`, the caller's rate limit, then 403 unless the path's `user_id`
-    is the caller's identity.
+def token_required(view):
+    """flask-jwt-extended's `jwt_required`: a valid token, or 401 before the view runs.
 
     With AUTH_ENABLED=false (development only, refused elsewhere by the config)
-    the path's user is trusted as it is.
+    no token is asked for.
+    """
+    protected = jwt_required()(view)
+
+    @wraps(view)
+    def check_token(*args, **kwargs):
+        if not current_app.config["AUTH_ENABLED"]:
+            return view(*args, **kwargs)
+        return protected(*args, **kwargs)
+
+    return check_token
+
+
+def owner_required(view):
+    """403 unless the path's `user_id` is the verified token's identity.
+
+    With AUTH_ENABLED=false the path's user is trusted as it is.
     """
 
     @wraps(view)
     def check_owner(*args, **kwargs):
+        if not current_app.config["AUTH_ENABLED"]:
+            return view(*args, **kwargs)
         g.user_id = get_jwt_identity()  # for the request log
         if g.user_id != kwargs.get("user_id"):
             return error_response(403, "You may only access your own tasks.")
         return view(*args, **kwargs)
 
-    protected = jwt_required()(per_user_limit(check_owner))
-    trusted = per_user_limit(view)
-
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if not current_app.config["AUTH_ENABLED"]:
-            return trusted(*args, **kwargs)
-        return protected(*args, **kwargs)
-
-    return wrapper
+    return check_owner

@@ -1,6 +1,7 @@
 """Create a task at most once per Idempotency-Key: a retried POST gets the first answer.
 
-One transaction writes the key and the task together, key first. The key's primary
+`create` serves every POST. Without a key it inserts the task. With one, one
+transaction writes the key and the task together, key first. The key's primary
 key (user_id, key) is the guard: a concurrent request with the same key waits on
 it (PostgreSQL) and then finds the first one's answer, or, when the first is still
 running after `IN_FLIGHT_WAIT_MS`, gets 409. A failure anywhere rolls back both,
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,6 +26,7 @@ from taskapp.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey, Task
 from taskapp.timestamps import utcnow
 
 HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 KEEP_FOR = timedelta(hours=24)
 IN_FLIGHT_WAIT_MS = 1000
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout expires
@@ -32,9 +35,25 @@ VALID_KEY = re.compile(rf"[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX}}}")
 
 @dataclass(frozen=True)
 class Created:
-    task_id: object
+    task_id: uuid.UUID
     body: str  # the JSON of the 201, exactly as first sent
-    replayed: bool
+    replayed: bool | None  # None: the request had no key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.replayed is None:
+            return {}
+        return {REPLAYED_HEADER: "true" if self.replayed else "false"}
+
+
+def create(user_id: str, header_value: str | None, fields: dict, task: Task, body: str) -> Created:
+    """Insert `task`, answered with `body`; with an Idempotency-Key, at most once per key."""
+    key = key_from(header_value)
+    if key is None:
+        db.session.add(task)
+        db.session.commit()
+        return Created(task.id, body, replayed=None)
+    return create_once(user_id, key, fields, task, body)
 
 
 def key_from(header_value: str | None) -> str | None:

@@ -175,12 +175,3 @@ class TaskListQuerySchema(Schema):
         validate=validate.OneOf(list(SORTS)),
         metadata={"description": "Order; `id` breaks ties."},
     )
-
-
-class ErrorSchema(Schema):
-    detail = fields.String(required=True, metadata={"description": "One human sentence."})
-    errors = fields.Dict(
-        keys=fields.String(),
-        values=fields.List(fields.String()),
-        metadata={"description": "Validation messages by field."},
-    )

@@ -1,22 +1,21 @@
 """The tasks blueprint: `/api/<user_id>/tasks`, one user's tasks and nobody else's.
 
-`owner_required` has checked that `user_id` is the caller before any view runs,
-and every query below filters on it.
+Every view needs a verified token for the user in its path and counts against
+that user's rate limit (`PROTECTED`), and every query below filters on the user.
 """
 
 from __future__ import annotations
 
 import uuid
-from http import HTTPStatus
 from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
 
-from taskapp.auth.tokens import owner_required
+from taskapp.auth.tokens import owner_required, token_required
 from taskapp.extensions import api, db
 from taskapp.models import FIRST_VERSION, Task
 from taskapp.tasks import idempotency
@@ -29,15 +28,17 @@ from taskapp.tasks.schemas import (
     TaskUpdateSchema,
 )
 from taskapp.timestamps import utcnow
-from taskapp.web.request_body import StrictJSONParser, check_request_body
+from taskapp.web.api import Blueprint
+from taskapp.web.openapi import ALWAYS, ETAG, WITH_BODY, header
+from taskapp.web.ratelimit import per_user_limit
 
 blp = Blueprint(
     "tasks", __name__, url_prefix="/api/<user_id>/tasks", description="A signed-in user's tasks."
 )
 
-
-blp.ARGUMENTS_PARSER = StrictJSONParser()
-blp.before_request(check_request_body)
+# MethodView applies these first to last, so a request meets them last to first:
+# the token is verified, counted against its user, then checked to own the path.
+PROTECTED = [owner_required, per_user_limit, token_required]
 
 
 class TaskIdConverter(BaseConverter):
@@ -49,28 +50,6 @@ def init_tasks(app: Flask) -> None:
     app.url_map.converters["task_id"] = TaskIdConverter
     api.register_converter(TaskIdConverter, lambda _converter: {"type": "string", "format": "uuid"})
     api.register_blueprint(blp)
-
-
-def errors(*statuses: int):
-    """Document the error answers a view can give, each with taskapp's error body."""
-
-    def document(view):
-        for status in statuses:
-            view = blp.alt_response(status, response=HTTPStatus(status).name)(view)
-        return view
-
-    return document
-
-
-def _header(description: str) -> dict:
-    return {"description": description, "schema": {"type": "string"}}
-
-
-ETAG = {"ETag": _header("The task's version, for If-Match and If-None-Match.")}
-# Every operation needs a token for the path's user, is rate limited, and may meet a
-# database outage.
-ALWAYS = (401, 403, 429, 503)
-WITH_BODY = (400, 413, 415, 422)
 
 
 def find_task(user_id: str, task_id: str, for_update: bool = False) -> Task:
@@ -95,10 +74,13 @@ def next_page_url(cursor: str) -> str:
     return f"{request.base_url}?{urlencode([*params, ('cursor', cursor)])}"
 
 
-def check_if_match(task: Task) -> None:
-    """412 when the client's `If-Match` names an older version: nothing is changed."""
+def find_task_to_change(user_id: str, task_id: str) -> Task:
+    """The caller's task, locked for this transaction, once the client's `If-Match`
+    holds: 412 when it names an older version, and nothing is changed."""
+    task = find_task(user_id, task_id, for_update=True)
     if request.if_match and not request.if_match.contains(str(task.version)):
         abort(412)
+    return task
 
 
 def new_task(user_id: str, fields: dict) -> Task:
@@ -121,18 +103,18 @@ def etag_header(version: int) -> dict:
 
 @blp.route("")
 class TaskCollection(MethodView):
-    decorators = [owner_required]
+    decorators = PROTECTED
 
     @blp.arguments(TaskListQuerySchema, location="query")
     @blp.response(
         200,
         TaskResponseSchema(many=True),
         headers={
-            "Link": _header('`<url>; rel="next"` while there is a next page (RFC 8288).'),
-            "X-Total-Count": _header("How many tasks match the filters, on every page."),
+            "Link": header('`<url>; rel="next"` while there is a next page (RFC 8288).'),
+            "X-Total-Count": header("How many tasks match the filters, on every page."),
         },
     )
-    @errors(*ALWAYS, 422)
+    @blp.error_responses(*ALWAYS, 422)
     def get(self, args: dict, user_id: str):
         """List your tasks, newest first, a page at a time.
 
@@ -153,9 +135,9 @@ class TaskCollection(MethodView):
 
     @blp.arguments(TaskCreateSchema)
     @blp.response(
-        201, TaskResponseSchema, headers={"Location": _header("The new task's URL."), **ETAG}
+        201, TaskResponseSchema, headers={"Location": header("The new task's URL."), **ETAG}
     )
-    @errors(*ALWAYS, *WITH_BODY, 409)
+    @blp.error_responses(*ALWAYS, *WITH_BODY, 409)
     def post(self, fields: dict, user_id: str):
         """Create a task.
 
@@ -164,33 +146,25 @@ class TaskCollection(MethodView):
         creates nothing; the same key with another body is a 422, and a retry while
         the first request is still running is a 409.
         """
-        key = idempotency.key_from(request.headers.get(idempotency.HEADER))
         task = new_task(user_id, fields)
-        if key is None:
-            db.session.add(task)
-            db.session.commit()
-            return (
-                task,
-                201,
-                {"Location": task_url(task.user_id, task.id), **etag_header(task.version)},
-            )
         body = current_app.json.dumps(TaskResponseSchema().dump(task))
-        created = idempotency.create_once(user_id, key, fields, task, body)
+        key = request.headers.get(idempotency.HEADER)
+        created = idempotency.create(user_id, key, fields, task, body)
         headers = {
             "Location": task_url(user_id, created.task_id),
             **etag_header(FIRST_VERSION),
-            "Idempotent-Replayed": "true" if created.replayed else "false",
+            **created.headers,
         }
         return Response(created.body, 201, headers=headers, mimetype="application/json")
 
 
 @blp.route("/<task_id:task_id>")
 class TaskItem(MethodView):
-    decorators = [owner_required]
+    decorators = PROTECTED
 
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.alt_response(304, response="NOT_MODIFIED", headers=ETAG)
-    @errors(*ALWAYS, 404, 422)
+    @blp.error_responses(*ALWAYS, 404, 422)
     def get(self, user_id: str, task_id: str):
         """Get one task."""
         task = find_task(user_id, task_id)
@@ -201,11 +175,10 @@ class TaskItem(MethodView):
 
     @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskResponseSchema, headers=ETAG)
-    @errors(*ALWAYS, *WITH_BODY, 404, 412)
+    @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
     def put(self, fields: dict, user_id: str, task_id: str):
         """Change a task: only the fields sent are changed."""
-        task = find_task(user_id, task_id, for_update=True)
-        check_if_match(task)
+        task = find_task_to_change(user_id, task_id)
         if "is_completed" in fields:
             task.set_completed(fields.pop("is_completed"))
         for name, value in fields.items():
@@ -214,26 +187,24 @@ class TaskItem(MethodView):
         return task, 200, etag_header(task.version)
 
     @blp.response(204)
-    @errors(*ALWAYS, 404, 412, 422)
+    @blp.error_responses(*ALWAYS, 404, 412, 422)
     def delete(self, user_id: str, task_id: str):
         """Delete a task."""
-        task = find_task(user_id, task_id, for_update=True)
-        check_if_match(task)
+        task = find_task_to_change(user_id, task_id)
         db.session.delete(task)
         db.session.commit()
 
 
 @blp.route("/<task_id:task_id>/complete")
 class TaskCompletion(MethodView):
-    decorators = [owner_required]
+    decorators = PROTECTED
 
     @blp.arguments(CompletionSchema, required=False)
     @blp.response(200, TaskResponseSchema, headers=ETAG)
-    @errors(*ALWAYS, *WITH_BODY, 404, 412)
+    @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
     def patch(self, fields: dict, user_id: str, task_id: str):
         """Complete or reopen a task: toggles without a body, sets `is_completed` with one."""
-        task = find_task(user_id, task_id, for_update=True)
-        check_if_match(task)
+        task = find_task_to_change(user_id, task_id)
         if "is_completed" in fields:
             task.set_completed(fields["is_completed"])
         elif request.get_data(cache=True).strip():

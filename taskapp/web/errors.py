@@ -1,8 +1,10 @@
 """The one JSON error shape, `{"detail": ..., "errors"?: ...}`, for every layer.
 
-Werkzeug's HTTP errors (routing 404, 405, 413, webargs' 400 and 422), database
-outages, the key server being down and unexpected exceptions all end here; the
-JWT library's callbacks (in taskapp.auth.tokens) call `error_response` too.
+`error_response` renders every error answer. Werkzeug's HTTP errors (routing
+404, 405, 413, webargs' 400 and 422) reach it through flask-smorest's
+`Api.handle_http_exception` (taskapp.web.api); database outages, the key server
+being down and unexpected exceptions through the handlers registered below; the
+401s of taskapp.auth.tokens and the 429s of taskapp.web.ratelimit call it directly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from marshmallow import Schema, fields
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
@@ -37,6 +40,17 @@ DEFAULT_DETAILS = {
     500: "Internal server error.",
     503: "The service is temporarily unavailable; retry shortly.",
 }
+
+
+class ErrorSchema(Schema):
+    """The error body, for the OpenAPI document (flask-smorest's `Api.ERROR_SCHEMA`)."""
+
+    detail = fields.String(required=True, metadata={"description": "One human sentence."})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Validation messages by field."},
+    )
 
 
 class ServiceUnavailable(Exception):
@@ -119,7 +133,7 @@ def handle_unexpected_exception(error: BaseException) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(HTTPException, handle_http_exception)
+    """Everything but HTTP errors, which flask-smorest's Api hands to handle_http_exception."""
     app.register_error_handler(ServiceUnavailable, handle_service_unavailable)
     app.register_error_handler(PoolTimeoutError, handle_service_unavailable)
     app.register_error_handler(DBAPIError, handle_database_error)

@@ -4,8 +4,9 @@ from flask import Blueprint
 from sqlalchemy import text
 
 from taskapp.auth.tokens import key_server_ready
-from taskapp.extensions import db, limiter
+from taskapp.extensions import db
 from taskapp.web.errors import ServiceUnavailable
+from taskapp.web.ratelimit import limiter
 
 blp = Blueprint("health", __name__)
 limiter.exempt(blp)  # probes must never be throttled

@@ -9,8 +9,6 @@ counters of its own: JWT verification failures by reason, and database errors.
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_flask_exporter import PrometheusMetrics
@@ -40,7 +38,7 @@ def init_metrics(app: Flask) -> None:
         "excluded_paths": ["/metrics", "/healthz", "/readyz", "/docs"],
         "defaults_prefix": "taskapp",
     }
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if app.config["PROMETHEUS_MULTIPROC_DIR"]:
         GunicornInternalPrometheusMetrics(app, **options)
     else:
         registry = CollectorRegistry(auto_describe=True)

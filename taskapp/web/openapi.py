@@ -1,9 +1,15 @@
-"""The OpenAPI document's extras and the `/docs` reference page.
+"""The OpenAPI document: its metadata, the helpers the views document themselves
+with, and the `/docs` reference page.
 
 flask-smorest builds the document from the views and schemas; this module adds
-what they cannot say (the bearer scheme, the API's description) and serves
-Swagger UI from the flask-swagger-ui package, so `/docs` needs no internet.
+what they cannot say (title, version, the bearer scheme, the API's description)
+and serves Swagger UI from the flask-swagger-ui package, so `/docs` needs no
+internet.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
@@ -18,7 +24,10 @@ Requests are rate limited per user and per client IP: answers carry
 `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix
 time), and a 429 carries `Retry-After` (seconds)."""
 
-SPEC_OPTIONS = {
+SPEC_KWARGS: dict[str, Any] = {
+    "title": "taskapp",
+    "version": "1.0.0",
+    "openapi_version": "3.1.0",
     "info": {"description": DESCRIPTION},
     "security": [{"bearerAuth": []}],
     "components": {
@@ -27,11 +36,25 @@ SPEC_OPTIONS = {
         }
     },
 }
+# flask-smorest serves the document at OPENAPI_URL_PREFIX + OPENAPI_JSON_PATH.
+SERVED_AT = {"OPENAPI_URL_PREFIX": "/", "OPENAPI_JSON_PATH": "openapi.json"}
+
+# Every task operation needs a token for the path's user, is rate limited, and
+# may meet a database outage; one with a body may meet the body's errors.
+ALWAYS = (401, 403, 429, 503)
+WITH_BODY = (400, 413, 415, 422)
+
+
+def header(description: str) -> dict[str, Any]:
+    """A documented response header."""
+    return {"description": description, "schema": {"type": "string"}}
+
+
+ETAG = {"ETag": header("The task's version, for If-Match and If-None-Match.")}
 
 
 def init_openapi(app: Flask) -> None:
-    """Before `api.init_app`: the document's options, and the `/docs` page."""
-    app.config["API_SPEC_OPTIONS"] = SPEC_OPTIONS
+    """The `/docs` page."""
     app.register_blueprint(
         get_swaggerui_blueprint(
             "/docs", "/openapi.json", config={"app_name": "taskapp API"}, blueprint_name="docs"

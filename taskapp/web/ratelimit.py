@@ -1,9 +1,9 @@
 """Rate limits: per client IP on every request, per user once the token is verified.
 
-The IP limit (`RATELIMIT_PER_IP`, on `limiter` in taskapp.extensions) runs
+The IP limit (`RATELIMIT_PER_IP`) is an application limit of `limiter`: it runs
 before authentication, so guessing tokens is throttled too. `per_user_limit`
-(`RATELIMIT_PER_USER`) runs inside `owner_required`, after the token is
-verified, keyed by its identity: one user's requests never use up another's.
+(`RATELIMIT_PER_USER`) is a decorator the task views list after their token
+check, keyed by the token's identity: one user's requests never use up another's.
 Over either limit the answer is 429 in the JSON error shape with `Retry-After`;
 every limited answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
 """
@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, request
 from flask_jwt_extended import get_jwt_identity
-from flask_limiter import RateLimitExceeded
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from limits.errors import StorageError
 
-from taskapp.extensions import limiter
 from taskapp.web.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,28 @@ log = logging.getLogger(__name__)
 LIMIT_HEADER = "X-RateLimit-Limit"
 REMAINING_HEADER = "X-RateLimit-Remaining"
 RESET_HEADER = "X-RateLimit-Reset"
+HEADERS = (LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER)
 USER_SCOPE = "user"
+# A slow or unreachable Redis may delay a request by this much before the
+# limiter falls back to counting in memory.
+STORAGE_TIMEOUT_SECONDS = 1
 
+# The limit values are read per request, since tests build several apps in one
+# process (Flask-Limiter keeps its storage on this object: the last app bound sets it).
+limiter = Limiter(
+    get_remote_address,
+    application_limits=[
+        ApplicationLimit(lambda: current_app.config["RATELIMIT_PER_IP"], scope="ip")
+    ],
+    strategy="fixed-window",
+    # Headers are written below: Flask-Limiter's own add Retry-After to every
+    # answer and would stretch a 503's Retry-After to the window's end.
+    headers_enabled=False,
+    # Storage down (Redis): count in this process's memory until it is back, and
+    # never fail a request because of the limiter.
+    in_memory_fallback_enabled=True,
+    swallow_errors=True,
+)
 # Flask-Limiter's logger has a NullHandler, so without logging configured its
 # warnings (such as "storage unreachable") would be lost; taskapp's are not.
 limiter.logger = log
@@ -37,8 +59,8 @@ limiter.logger = log
 def caller_identity() -> str:
     """The verified token's identity; with AUTH_ENABLED=false, the path's user."""
     if current_app.config["AUTH_ENABLED"]:
-        return get_jwt_identity()
-    return (request.view_args or {}).get("user_id", "")
+        return str(get_jwt_identity())
+    return str((request.view_args or {}).get("user_id", ""))
 
 
 per_user_limit = limiter.shared_limit(
@@ -53,7 +75,22 @@ def _not_limited() -> bool:
     return not current_app.config["RATELIMIT_ENABLED"] or request.method == "OPTIONS"
 
 
+def storage_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Flask-Limiter's storage options for the configured RATELIMIT_STORAGE_URI."""
+    # Storage errors arrive as limits.errors.StorageError, whatever the client.
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if urlsplit(config["RATELIMIT_STORAGE_URI"]).scheme != "memory":
+        options.update(
+            key_prefix=config["RATELIMIT_KEY_PREFIX"],
+            socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+            socket_timeout=STORAGE_TIMEOUT_SECONDS,
+        )
+    return options
+
+
 def init_rate_limits(app: Flask) -> None:
+    # Flask-Limiter takes its storage options from the app's config.
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = storage_options(app.config)
     limiter.init_app(app)
     if app.config["RATELIMIT_ENABLED"]:
         app.register_error_handler(RateLimitExceeded, _too_many_requests)
@@ -69,7 +106,7 @@ def _seconds_until_reset(error: RateLimitExceeded) -> int:
             pass
         else:
             return max(1, math.ceil(reset_time - time.time()))
-    return error.limit.limit.get_expiry()  # the window's end is unknown: a whole window
+    return int(error.limit.limit.get_expiry())  # the window's end is unknown: a whole window
 
 
 def _too_many_requests(error: RateLimitExceeded) -> Response:
