@@ -13,40 +13,16 @@ import pytest
 from sqlalchemy import delete
 
 from taskapp import create_app
+from taskapp.config import SETTINGS
 from taskapp.extensions import db
 from taskapp.models import IdempotencyKey, Task
 from tests.support import HS_SECRET, bearer, hs256_token, served, unavailable
-
-# Settings a developer's shell or .env may carry; tests choose their own.
-SETTINGS = (
-    "APP_ENV",
-    "AUTH_ENABLED",
-    "DATABASE_URL",
-    "BETTER_AUTH_URL",
-    "BETTER_AUTH_JWKS_URL",
-    "BETTER_AUTH_SECRET",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
-    "JWT_ALGORITHMS",
-    "JWT_LEEWAY_SECONDS",
-    "JWT_IDENTITY_CLAIM",
-    "CORS_ORIGINS",
-    "MAX_BODY_BYTES",
-    "PROXY_HOPS",
-    "JWKS_TIMEOUT_SECONDS",
-    "JWKS_CACHE_SECONDS",
-    "JWKS_MIN_REFETCH_SECONDS",
-    "RATELIMIT_ENABLED",
-    "RATELIMIT_PER_USER",
-    "RATELIMIT_PER_IP",
-    "RATELIMIT_STORAGE_URI",
-    "RATELIMIT_KEY_PREFIX",
-)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def clean_environment():
     with pytest.MonkeyPatch.context() as patch:
+        # Whatever a developer's shell or .env carries, tests choose their own settings.
         for name in SETTINGS:
             patch.delenv(name, raising=False)
         # Tests send many requests as one user from one address: rate limits are off
