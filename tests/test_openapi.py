@@ -2,16 +2,15 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from taskapp.tasks.schemas import SPACE, TITLE_PATTERN
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, ROOT, bearer, hs256_token
 
-COMMITTED = Path(__file__).resolve().parent.parent / "openapi.json"
+COMMITTED = ROOT / "openapi.json"
 
 
 def test_committed_document_matches_the_code(app):
