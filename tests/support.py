@@ -100,6 +100,11 @@ def hs256_token(sub: str | None = "alice", secret: str = HS_SECRET, **extra) -> 
 
 
 def bearer(token: str) -> dict:
+    """The Authorization header that sends `token`: the one place tests spell it.
+
+    For a user's fresh HS256 token there is the `auth` fixture (tests/conftest.py),
+    built on this; only tests of malformed headers write theirs by hand.
+    """
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, hs256_token, run_gunicorn, unavailable
+from tests.support import HS_SECRET, run_gunicorn, unavailable
 
 WRITERS = 6
 REQUEST_TIMEOUT = 15  # a request that takes longer counts as hung
@@ -73,9 +73,9 @@ def send(method: str, url: str, body: dict | None, headers: dict):
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_writes_survive_a_postgresql_restart(app, gunicorn):
+def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
     restart = require_cluster_control()
-    headers = bearer(hs256_token("alice", lifetime=3600))
+    headers = auth("alice", lifetime=3600)
     tasks_url = f"{gunicorn}/api/alice/tasks"
     statuses: Counter = Counter()
     created: dict[str, str] = {}  # acknowledged with 201: id -> title

@@ -40,9 +40,7 @@ from tests.support import (
     ROOT,
     START_TIMEOUT,
     Log,
-    bearer,
     free_port,
-    hs256_token,
     run_gunicorn,
     stop,
     unavailable,
@@ -212,8 +210,8 @@ def nginx(gunicorn, tmp_path):
 
 
 @pytest.fixture
-def headers():
-    return bearer(hs256_token("alice", lifetime=3600))
+def headers(auth):
+    return auth("alice", lifetime=3600)
 
 
 def assert_error_shape(content: bytes) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET, bearer, hs256_token, run_gunicorn
+from tests.support import HS_SECRET, bearer, run_gunicorn
 
 
 def log_lines(captured: str) -> list[dict]:
@@ -107,7 +107,7 @@ def test_unknown_log_format_is_refused():
 
 
 def test_api_responses_forbid_sniffing_caching_and_framing(client, auth):
-    response = client.get("/api/alice/tasks", headers=bearer(hs256_token()))
+    response = client.get("/api/alice/tasks", headers=auth())
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
@@ -144,11 +144,11 @@ def metric(text: str, name: str, **labels) -> float:
     return total
 
 
-def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app):
+def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app, auth):
     client = make_app(BETTER_AUTH_SECRET=HS_SECRET, METRICS_ENABLED="true").test_client()
     before = client.get("/metrics").get_data(as_text=True)
     for _ in range(3):
-        client.get("/api/alice/tasks", headers=bearer(hs256_token()))
+        client.get("/api/alice/tasks", headers=auth())
     client.get("/api/alice/tasks")
     client.get("/api/alice/tasks", headers=bearer("not.a.token"))
     after = client.get("/metrics").get_data(as_text=True)
@@ -164,7 +164,7 @@ def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app)
     assert "alice" not in after
 
 
-def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
+def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path, auth):
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     env = {
@@ -176,7 +176,7 @@ def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
     with run_gunicorn(tmp_path, "--workers", "2", "--log-level", "info", env=env) as server:
         server.worker_pids(2, timeout=60)  # both workers booted
         requests = 40
-        headers = bearer(hs256_token(lifetime=600))
+        headers = auth(lifetime=600)
 
         def get(_):
             request = urllib.request.Request(f"{server.url}/api/alice/tasks", headers=headers)

@@ -23,15 +23,7 @@ import redis
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import (
-    HS_SECRET,
-    Gunicorn,
-    bearer,
-    free_port,
-    hs256_token,
-    run_gunicorn,
-    unavailable,
-)
+from tests.support import HS_SECRET, Gunicorn, bearer, free_port, run_gunicorn, unavailable
 
 FRONTEND = "https://app.example.com"
 # The limits do not touch the database: SQLite is enough for every test here.
@@ -53,10 +45,6 @@ def limited(make_app):
     return build
 
 
-def as_user(user: str) -> dict:
-    return bearer(hs256_token(user))
-
-
 def assert_too_many_requests(response, limit: int, window_seconds: int):
     assert response.status_code == 429
     assert response.mimetype == "application/json"
@@ -70,31 +58,31 @@ def assert_too_many_requests(response, limit: int, window_seconds: int):
 
 
 @ON_SQLITE
-def test_over_the_user_limit_is_a_json_429_with_retry_after(limited):
+def test_over_the_user_limit_is_a_json_429_with_retry_after(limited, auth):
     client = limited(RATELIMIT_PER_USER="3/minute").test_client()
     for _ in range(3):
-        assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 200
-    response = client.get("/api/alice/tasks", headers=as_user("alice"))
+        assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 200
+    response = client.get("/api/alice/tasks", headers=auth("alice"))
     assert_too_many_requests(response, limit=3, window_seconds=60)
     assert "for this user" in response.json["detail"]
     # Every method counts, and the user stays limited on every endpoint.
-    response = client.post("/api/alice/tasks", json={"title": "x"}, headers=as_user("alice"))
+    response = client.post("/api/alice/tasks", json={"title": "x"}, headers=auth("alice"))
     assert_too_many_requests(response, limit=3, window_seconds=60)
 
 
 @ON_SQLITE
-def test_one_user_exhausting_their_limit_leaves_another_untouched(limited):
+def test_one_user_exhausting_their_limit_leaves_another_untouched(limited, auth):
     client = limited(RATELIMIT_PER_USER="3/minute").test_client()
     for _ in range(4):
-        client.get("/api/alice/tasks", headers=as_user("alice"))
-    assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 429
-    response = client.get("/api/bob/tasks", headers=as_user("bob"))
+        client.get("/api/alice/tasks", headers=auth("alice"))
+    assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 429
+    response = client.get("/api/bob/tasks", headers=auth("bob"))
     assert response.status_code == 200
     assert response.headers["X-RateLimit-Remaining"] == "2"
 
 
 @ON_SQLITE
-def test_token_guessing_is_limited_per_client_ip(limited):
+def test_token_guessing_is_limited_per_client_ip(limited, auth):
     client = limited(RATELIMIT_PER_IP="3/minute").test_client()
     for guess in range(3):
         response = client.get("/api/alice/tasks", headers=bearer(f"guess-{guess}"))
@@ -106,32 +94,32 @@ def test_token_guessing_is_limited_per_client_ip(limited):
     # Requests without a token count too, and the address stays throttled even with a
     # valid token; another address is not.
     assert client.get("/api/alice/tasks").status_code == 429
-    assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 429
+    assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 429
     other = client.get(
         "/api/alice/tasks",
-        headers=as_user("alice"),
+        headers=auth("alice"),
         environ_base={"REMOTE_ADDR": "198.51.100.7"},
     )
     assert other.status_code == 200
 
 
 @ON_SQLITE
-def test_authenticated_requests_count_against_the_ip_limit_too(limited):
+def test_authenticated_requests_count_against_the_ip_limit_too(limited, auth):
     client = limited(RATELIMIT_PER_USER="100/minute", RATELIMIT_PER_IP="3/minute").test_client()
     for user in ("alice", "bob", "carol"):
-        assert client.get(f"/api/{user}/tasks", headers=as_user(user)).status_code == 200
-    response = client.get("/api/dave/tasks", headers=as_user("dave"))
+        assert client.get(f"/api/{user}/tasks", headers=auth(user)).status_code == 200
+    response = client.get("/api/dave/tasks", headers=auth("dave"))
     assert_too_many_requests(response, limit=3, window_seconds=60)
     assert "from this address" in response.json["detail"]
 
 
 @ON_SQLITE
-def test_answers_carry_the_rate_limit_headers(limited):
+def test_answers_carry_the_rate_limit_headers(limited, auth):
     client = limited(RATELIMIT_PER_USER="5/minute").test_client()
-    created = client.post("/api/alice/tasks", json={"title": "x"}, headers=as_user("alice"))
-    listed = client.get("/api/alice/tasks", headers=as_user("alice"))
-    forbidden = client.get("/api/bob/tasks", headers=as_user("alice"))
-    missing = client.get(f"/api/alice/tasks/{uuid.uuid4()}", headers=as_user("alice"))
+    created = client.post("/api/alice/tasks", json={"title": "x"}, headers=auth("alice"))
+    listed = client.get("/api/alice/tasks", headers=auth("alice"))
+    forbidden = client.get("/api/bob/tasks", headers=auth("alice"))
+    missing = client.get(f"/api/alice/tasks/{uuid.uuid4()}", headers=auth("alice"))
     answers = [created, listed, forbidden, missing]
     assert [answer.status_code for answer in answers] == [201, 200, 403, 404]
     for answer, remaining in zip(answers, [4, 3, 2, 1], strict=True):
@@ -158,7 +146,7 @@ def test_health_endpoints_are_exempt(limited):
 
 
 @ON_SQLITE
-def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited):
+def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited, auth):
     client = limited(RATELIMIT_PER_USER="1/minute", CORS_ORIGINS=FRONTEND).test_client()
     preflight = {
         "Origin": FRONTEND,
@@ -167,7 +155,7 @@ def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited):
     }
     for _ in range(3):  # preflights use up nothing, and are never refused
         assert client.options("/api/alice/tasks", headers=preflight).status_code == 200
-    headers = {**as_user("alice"), "Origin": FRONTEND}
+    headers = {**auth("alice"), "Origin": FRONTEND}
     assert client.get("/api/alice/tasks", headers=headers).status_code == 200
     response = client.get("/api/alice/tasks", headers=headers)
     assert response.status_code == 429
@@ -187,17 +175,17 @@ def test_without_authentication_the_path_user_is_limited(limited):
 
 
 @ON_SQLITE
-def test_rate_limits_can_be_switched_off(make_app):
+def test_rate_limits_can_be_switched_off(make_app, auth):
     client = make_app(
         BETTER_AUTH_SECRET=HS_SECRET, RATELIMIT_ENABLED="false", RATELIMIT_PER_USER="1/minute"
     ).test_client()
     for _ in range(3):
-        response = client.get("/api/alice/tasks", headers=as_user("alice"))
+        response = client.get("/api/alice/tasks", headers=auth("alice"))
         assert response.status_code == 200
         assert not set(RATE_HEADERS) & set(response.headers.keys())
 
 
-def test_a_database_outage_keeps_its_own_retry_after(tmp_path):
+def test_a_database_outage_keeps_its_own_retry_after(tmp_path, auth):
     app = create_app(
         {
             # Nothing listens on port 1: connections are refused at once.
@@ -207,7 +195,7 @@ def test_a_database_outage_keeps_its_own_retry_after(tmp_path):
         },
         instance_path=str(tmp_path),
     )
-    response = app.test_client().get("/api/alice/tasks", headers=as_user("alice"))
+    response = app.test_client().get("/api/alice/tasks", headers=auth("alice"))
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"  # not stretched to the limit's window
     assert response.headers["X-RateLimit-Limit"] == "120"
@@ -308,7 +296,9 @@ def get_concurrently(url: str, count: int, headers: dict | None = None) -> list[
 
 
 @ON_SQLITE
-def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis_prefix, tmp_path):
+def test_redis_shares_the_count_between_two_gunicorn_workers(
+    database_url, redis_prefix, tmp_path, auth
+):
     """With a limit of L, L requests pass and the next is 429 on whichever worker answers.
 
     Proof that the count is shared, from gunicorn's access log (each line names the
@@ -319,7 +309,7 @@ def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis
     client, prefix = redis_prefix
     limit = 40
     api = "/api/alice/tasks"
-    alice = as_user("alice")
+    alice = auth("alice")
     with gunicorn(
         tmp_path,
         database_url,
@@ -361,7 +351,7 @@ def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis
 
 
 @ON_SQLITE
-def test_requests_are_served_when_redis_is_down(database_url, tmp_path):
+def test_requests_are_served_when_redis_is_down(database_url, tmp_path, auth):
     """Redis unreachable: answers keep coming (counted in the worker's memory), and the
     log says so. No Redis server is needed: nothing listens on the port used."""
     unreachable = f"redis://127.0.0.1:{free_port()}/5"
@@ -373,7 +363,7 @@ def test_requests_are_served_when_redis_is_down(database_url, tmp_path):
         RATELIMIT_PER_USER="3/hour",
     ) as server:
         url = f"{server.url}/api/alice/tasks"
-        answers = [get(url, as_user("alice")) for _ in range(4)]
+        answers = [get(url, auth("alice")) for _ in range(4)]
         assert [status for status, _, _ in answers] == [200, 200, 200, 429]
         for remaining, (_, headers, _) in zip(["2", "1", "0"], answers, strict=False):
             assert headers["X-RateLimit-Remaining"] == remaining
