@@ -86,7 +86,10 @@ def app(make_app):
 
 @pytest.fixture
 def auth():
-    """`auth("alice")`: headers with a fresh HS256 token for that user."""
+    """`auth("alice", **claims)`: headers with a fresh HS256 token for that user.
+
+    Claims (and `secret`) as `hs256_token` takes them; `bearer(token)` sends any other token.
+    """
     return lambda user="alice", **claims: bearer(hs256_token(user, **claims))
 
 

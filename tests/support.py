@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,6 +100,11 @@ def hs256_token(sub: str | None = "alice", secret: str = HS_SECRET, **extra) -> 
 
 
 def bearer(token: str) -> dict:
+    """The Authorization header that sends `token`: the one place tests spell it.
+
+    For a user's fresh HS256 token there is the `auth` fixture (tests/conftest.py),
+    built on this; only tests of malformed headers write theirs by hand.
+    """
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -175,41 +183,124 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+START_TIMEOUT = 30  # seconds for a server to come up, or for a line to reach its log
 
 
-class Gunicorn:
-    """`gunicorn wsgi:app` on a free 127.0.0.1 port; its log lines are collected as they come.
+class Log:
+    """A child process's output, read line by line as it comes.
 
-    Tests wait on those lines (`wait_for`), never on the clock.
+    Tests wait for lines (`wait_for`), never on the clock.
     """
 
-    def __init__(self, *options: str, env: dict[str, str]):
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options, "wsgi:app"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def __init__(self, stream):
         self.lines: list[str] = []
-        self._new_line = threading.Condition()
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._closed = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._reader.start()
 
-    def _collect(self) -> None:
-        for line in self.process.stderr:
-            with self._new_line:
-                self.lines.append(line)
-                self._new_line.notify_all()
+    def _drain(self, stream) -> None:
+        with stream:
+            for line in stream:
+                with self._changed:
+                    self.lines.append(line)
+                    self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
-    def wait_for(self, seen, timeout: float) -> bool:
-        """Whether `seen(lines)` became true within `timeout` seconds."""
-        with self._new_line:
-            return self._new_line.wait_for(lambda: seen(self.lines), timeout=timeout)
+    def mark(self) -> int:
+        """A position: `wait_for(..., start=mark)` looks only at lines written after it."""
+        with self._changed:
+            return len(self.lines)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.process.stderr.close()
+    def matches(self, pattern: str, start: int = 0) -> list[re.Match]:
+        """The lines so far (from `start`) in which `pattern` is found, as matches."""
+        with self._changed:
+            return [m for line in self.lines[start:] if (m := re.search(pattern, line))]
+
+    def wait_for(
+        self, pattern: str, count: int = 1, start: int = 0, timeout: float = START_TIMEOUT
+    ) -> list[re.Match]:
+        """Wait until `count` lines (from `start`) match `pattern`; returns the matches.
+
+        Fails the test, showing the log, at `timeout` or once the process closes its output.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(found := self.matches(pattern, start)) < count:
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    pytest.fail(f"{count} x {pattern!r} not in the log:\n{''.join(self.lines)}")
+                self._changed.wait(remaining)
+            return found
+
+    def close(self) -> None:
+        """After the process ended: wait until every line it wrote has been read."""
+        self._reader.join(timeout=START_TIMEOUT)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    """Send `sig` to the process (by its id) unless it has ended; kill it if it hangs on.
+
+    Returns its exit status.
+    """
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=START_TIMEOUT + 10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@dataclass
+class Gunicorn:
+    """A gunicorn master started by a test, and its log (stdout and stderr, line by line)."""
+
+    process: subprocess.Popen
+    log: Log
+    url: str | None  # http://127.0.0.1:<port> on a port; None on a unix socket
+    socket_path: Path | None  # on a unix socket; None on a port
+
+    def worker_pids(self, count: int, start: int = 0, timeout: float = START_TIMEOUT) -> set[str]:
+        """The pids of the workers booted after `start`, once at least `count` have."""
+        booted = self.log.wait_for(r"Booting worker with pid: (\d+)", count, start, timeout)
+        return {match[1] for match in booted}
+
+
+@contextlib.contextmanager
+def run_gunicorn(
+    directory: Path, *options: str, env: dict[str, str], unix_socket: bool = False
+) -> Iterator[Gunicorn]:
+    """gunicorn serving this checkout's app until the block ends; yields once it listens.
+
+    Settings are the deployed ones: gunicorn.conf.py's, with its bind through
+    GUNICORN_BIND (as deploy/taskapp.service gives it), `env` on top of the test's
+    environment, and gunicorn's command-line `options` over both. It binds a free
+    port on 127.0.0.1 or, with `unix_socket`, `directory`/gunicorn.sock. It runs in
+    `directory`, not the checkout, so no developer's .env is read.
+    """
+    if unix_socket:
+        socket_path, url = directory / "gunicorn.sock", None
+        bind = f"unix:{socket_path}"
+    else:
+        socket_path, url = None, f"http://127.0.0.1:{free_port()}"
+        bind = url.removeprefix("http://")
+    inherited = {name: value for name, value in os.environ.items() if name != "GUNICORN_CMD_ARGS"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), *options],
+        cwd=directory,
+        env={**inherited, "PYTHONPATH": str(ROOT), "GUNICORN_BIND": bind, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = Log(process.stdout)
+    try:
+        log.wait_for(r"Listening at: ")
+        yield Gunicorn(process, log, url, socket_path)
+    finally:
+        stop(process)
+        log.close()

@@ -149,13 +149,13 @@ def test_bearer_with_two_tokens_is_401(client):
 def test_10_kb_of_junk_is_401(client):
     junk = secrets.token_urlsafe(7680)
     assert len(junk) >= 10 * 1024
-    assert_unauthorized(client.get(TASKS, headers={"Authorization": f"Bearer {junk}"}))
+    assert_unauthorized(client.get(TASKS, headers=bearer(junk)))
 
 
 def test_10_kb_of_junk_with_dots_is_401(client):
     junk = ".".join(secrets.token_urlsafe(2560) for _ in range(3))
     assert len(junk) >= 10 * 1024
-    assert_unauthorized(client.get(TASKS, headers={"Authorization": f"Bearer {junk}"}))
+    assert_unauthorized(client.get(TASKS, headers=bearer(junk)))
 
 
 @pytest.mark.parametrize("scheme", ["Token", "JWT", "Basic"])
@@ -178,9 +178,9 @@ def test_token_in_cookie_is_not_accepted(client, name):
 # --- HS256 mode: signature and algorithm ----------------------------------------------------
 
 
-def test_token_signed_with_another_secret_is_401(client):
-    token = hs256_token(secret="another-secret-that-is-also-long-enough-0123456789")
-    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+def test_token_signed_with_another_secret_is_401(client, auth):
+    secret = "another-secret-that-is-also-long-enough-0123456789"
+    assert_unauthorized(client.get(TASKS, headers=auth(secret=secret)))
 
 
 def test_payload_edited_after_signing_is_401(client):
@@ -257,19 +257,18 @@ def test_token_without_exp_is_401(client):
 # --- HS256 mode: identity --------------------------------------------------------------------
 
 
-def test_token_without_sub_is_401(client):
-    assert_unauthorized(client.get(TASKS, headers=bearer(hs256_token(sub=None))))
+def test_token_without_sub_is_401(client, auth):
+    assert_unauthorized(client.get(TASKS, headers=auth(None)))
 
 
 @pytest.mark.parametrize("sub", ["", "   "])
-def test_blank_sub_is_401(client, sub):
+def test_blank_sub_is_401(client, auth, sub):
     # Were the token accepted, the identity would differ from "alice": 403, not 401.
-    assert_unauthorized(client.get(TASKS, headers=bearer(hs256_token(sub))))
+    assert_unauthorized(client.get(TASKS, headers=auth(sub)))
 
 
-def test_non_string_sub_is_401(client):
-    token = hs256_token(sub=123)
-    assert_unauthorized(client.get("/api/123/tasks", headers=bearer(token)))
+def test_non_string_sub_is_401(client, auth):
+    assert_unauthorized(client.get("/api/123/tasks", headers=auth(123)))
 
 
 # --- JWKS mode: accepted tokens --------------------------------------------------------------
@@ -578,15 +577,15 @@ def test_ec_key_without_alg_used_with_the_wrong_curve_is_401(
     assert_unauthorized(jwks_client().get(TASKS, headers=bearer(token)))
 
 
-def test_token_expiring_decades_from_now_is_401(client):
-    token = hs256_token(exp=int(time.time()) + 40 * 365 * 86400)
-    assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+def test_token_expiring_decades_from_now_is_401(client, auth):
+    exp = int(time.time()) + 40 * 365 * 86400
+    assert_unauthorized(client.get(TASKS, headers=auth(exp=exp)))
 
 
-def test_max_token_lifetime_is_configurable(make_app):
+def test_max_token_lifetime_is_configurable(make_app, auth):
     client = make_app(BETTER_AUTH_SECRET=HS_SECRET, JWT_MAX_LIFETIME_SECONDS="600").test_client()
-    assert client.get(TASKS, headers=bearer(hs256_token(lifetime=500))).status_code == 200
-    assert_unauthorized(client.get(TASKS, headers=bearer(hs256_token(lifetime=900))))
+    assert client.get(TASKS, headers=auth(lifetime=500)).status_code == 200
+    assert_unauthorized(client.get(TASKS, headers=auth(lifetime=900)))
 
 
 def test_readyz_in_jwks_mode_follows_the_key_server(jwks_client, key_server, signing_key):

@@ -8,8 +8,6 @@ from collections import Counter
 
 import pytest
 
-from tests.support import bearer, hs256_token
-
 WRITERS = 20
 
 
@@ -48,8 +46,8 @@ def task_url(http_server, create_task):
     return f"{http_server}/api/alice/tasks/{create_task()['id']}"
 
 
-def test_racing_deletes_delete_once(task_url):
-    headers = bearer(hs256_token())
+def test_racing_deletes_delete_once(task_url, auth):
+    headers = auth()
     statuses = race([("DELETE", task_url, None, headers)] * WRITERS)
     assert statuses[204] == 1
     assert set(statuses) <= {204, 404, 412}
@@ -59,7 +57,7 @@ def test_racing_puts_with_one_if_match_let_exactly_one_through(client, auth, tas
     path = task_url.split("://", 1)[1].split("/", 1)[1]
     etag = client.get(f"/{path}", headers=auth()).headers["ETag"]
     requests = [
-        ("PUT", task_url, {"title": f"writer {n}"}, {**bearer(hs256_token()), "If-Match": etag})
+        ("PUT", task_url, {"title": f"writer {n}"}, {**auth(), "If-Match": etag})
         for n in range(WRITERS)
     ]
     statuses = race_in_order(requests)
@@ -70,7 +68,7 @@ def test_racing_puts_with_one_if_match_let_exactly_one_through(client, auth, tas
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_racing_toggles_on_postgresql_all_apply_in_turn(client, auth, task_url):
-    statuses = race([("PATCH", f"{task_url}/complete", None, bearer(hs256_token()))] * WRITERS)
+    statuses = race([("PATCH", f"{task_url}/complete", None, auth())] * WRITERS)
     assert statuses == Counter({200: WRITERS})
     path = task_url.split("://", 1)[1].split("/", 1)[1]
     assert client.get(f"/{path}", headers=auth()).json["is_completed"] is (WRITERS % 2 == 1)

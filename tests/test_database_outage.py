@@ -15,16 +15,14 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, Gunicorn, bearer, hs256_token, unavailable
+from tests.support import HS_SECRET, run_gunicorn, unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 WRITERS = 6
 REQUEST_TIMEOUT = 15  # a request that takes longer counts as hung
 RECOVERY_DEADLINE = 60  # a bound so a broken recovery fails instead of hanging
@@ -43,9 +41,10 @@ def require_cluster_control() -> list[str]:
 
 
 @pytest.fixture
-def gunicorn(database_url):
+def gunicorn(database_url, tmp_path):
     """The app under gunicorn (2 workers, 4 threads each) on a free port; yields its URL."""
-    server = Gunicorn(
+    with run_gunicorn(
+        tmp_path,
         "--workers",
         "2",
         "--threads",
@@ -55,12 +54,8 @@ def gunicorn(database_url):
         "--log-level",
         "info",
         env={"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": HS_SECRET},
-    )
-    if not server.wait_for(lambda lines: any("Listening at" in line for line in lines), 30):
-        server.stop()
-        pytest.fail("gunicorn did not start:\n" + "".join(server.lines))
-    yield server.url
-    server.stop()
+    ) as server:
+        yield server.url
 
 
 def send(method: str, url: str, body: dict | None, headers: dict):
@@ -78,9 +73,9 @@ def send(method: str, url: str, body: dict | None, headers: dict):
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_writes_survive_a_postgresql_restart(app, gunicorn):
+def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
     restart = require_cluster_control()
-    headers = bearer(hs256_token("alice", lifetime=3600))
+    headers = auth("alice", lifetime=3600)
     tasks_url = f"{gunicorn}/api/alice/tasks"
     statuses: Counter = Counter()
     created: dict[str, str] = {}  # acknowledged with 201: id -> title

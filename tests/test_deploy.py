@@ -16,13 +16,11 @@ import http.client
 import ipaddress
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,11 +35,18 @@ from sqlalchemy import select
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, bearer, free_port, hs256_token, unavailable
+from tests.support import (
+    HS_SECRET,
+    ROOT,
+    START_TIMEOUT,
+    Log,
+    free_port,
+    run_gunicorn,
+    stop,
+    unavailable,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST = "api.example.com"
-START_TIMEOUT = 30  # seconds for gunicorn or nginx to come up, or for a log line
 REQUEST_TIMEOUT = 15  # a request that takes longer counts as hung
 BODY_LIMIT = 64 * 1024  # MAX_BODY_BYTES' default, and client_max_body_size
 WORKERS = 2
@@ -57,90 +62,20 @@ def nginx_binary() -> str:
     unavailable("nginx tests", "Debian's nginx (apt-get install nginx)")
 
 
-class Log:
-    """A child process's stderr, read line by line as it comes; tests wait for lines."""
-
-    def __init__(self, stream):
-        self.lines: list[str] = []
-        self._closed = False
-        self._changed = threading.Condition()
-        threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
-
-    def _drain(self, stream):
-        with stream:
-            for line in stream:
-                with self._changed:
-                    self.lines.append(line)
-                    self._changed.notify_all()
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-
-    def mark(self) -> int:
-        """A position: `wait_for(..., start=mark)` looks only at lines written after it."""
-        with self._changed:
-            return len(self.lines)
-
-    def wait_for(self, pattern: str, count: int = 1, start: int = 0) -> list[re.Match]:
-        deadline = time.monotonic() + START_TIMEOUT
-        with self._changed:
-            while True:
-                found = [m for line in self.lines[start:] if (m := re.search(pattern, line))]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if self._closed or remaining <= 0:
-                    pytest.fail(f"{count} x {pattern!r} not in the log:\n{''.join(self.lines)}")
-                self._changed.wait(remaining)
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-    try:
-        return process.wait(timeout=START_TIMEOUT + 10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
-
-
-@dataclass
-class Gunicorn:
-    process: subprocess.Popen
-    log: Log
-    socket_path: Path
-    worker_pids: set[str]  # the workers it booted with
-
-
 @contextlib.contextmanager
-def run_gunicorn(directory: Path, database_url: str, **settings: str):
-    """gunicorn with gunicorn.conf.py, on a unix socket in `directory`, serving the app."""
-    socket_path = directory / "gunicorn.sock"
-    env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        GUNICORN_BIND=f"unix:{socket_path}",
-        GUNICORN_WORKERS=str(WORKERS),
-        GUNICORN_THREADS="4",
-        PROXY_HOPS="1",
-        DATABASE_URL=database_url,
-        BETTER_AUTH_SECRET=HS_SECRET,
+def deployed_gunicorn(directory: Path, database_url: str, **settings: str):
+    """gunicorn as deployed, on a unix socket in `directory`; yields once its workers booted."""
+    env = {
+        "GUNICORN_WORKERS": str(WORKERS),
+        "GUNICORN_THREADS": "4",
+        "PROXY_HOPS": "1",
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": HS_SECRET,
         **settings,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py")],
-        cwd=directory,  # not the checkout: no developer's .env is read
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        log = Log(process.stderr)
-        log.wait_for(r"Listening at: unix:")
-        booted = log.wait_for(r"Booting worker with pid: (\d+)", count=WORKERS)
-        yield Gunicorn(process, log, socket_path, {m[1] for m in booted})
-    finally:
-        stop(process)
+    }
+    with run_gunicorn(directory, env=env, unix_socket=True) as server:
+        server.worker_pids(WORKERS)
+        yield server
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -264,7 +199,7 @@ def run_nginx(directory: Path, socket_path: Path):
 
 @pytest.fixture
 def gunicorn(database_url, tmp_path):
-    with run_gunicorn(tmp_path, database_url) as server:
+    with deployed_gunicorn(tmp_path, database_url) as server:
         yield server
 
 
@@ -275,8 +210,8 @@ def nginx(gunicorn, tmp_path):
 
 
 @pytest.fixture
-def headers():
-    return bearer(hs256_token("alice", lifetime=3600))
+def headers(auth):
+    return auth("alice", lifetime=3600)
 
 
 def assert_error_shape(content: bytes) -> None:
@@ -375,7 +310,7 @@ def test_a_chunked_body_over_the_limit_is_refused_in_the_json_shape(app, nginx, 
 def test_the_apps_own_limit_answers_through_nginx(app, database_url, tmp_path, headers):
     # With MAX_BODY_BYTES below nginx's limit it is the app that refuses.
     with (
-        run_gunicorn(tmp_path, database_url, MAX_BODY_BYTES="1024") as server,
+        deployed_gunicorn(tmp_path, database_url, MAX_BODY_BYTES="1024") as server,
         run_nginx(tmp_path, server.socket_path) as proxy,
     ):
         status, response, content = proxy.request(
@@ -573,7 +508,7 @@ class HeldRequest:
 
 @postgresql_only
 def test_hup_replaces_the_workers_without_failing_a_request(app, gunicorn, nginx, headers):
-    old_workers = gunicorn.worker_pids
+    old_workers = gunicorn.worker_pids(WORKERS)
     with Stream(nginx, headers) as stream:
         stream.wait_for_successes(20)
         held = HeldRequest(gunicorn.socket_path, headers, "held across the reload")
@@ -581,12 +516,7 @@ def test_hup_replaces_the_workers_without_failing_a_request(app, gunicorn, nginx
         mark = gunicorn.log.mark()
         gunicorn.process.send_signal(signal.SIGHUP)
         gunicorn.log.wait_for(r"Hang up: Master", start=mark)
-        new_workers = {
-            m[1]
-            for m in gunicorn.log.wait_for(
-                r"Booting worker with pid: (\d+)", count=WORKERS, start=mark
-            )
-        }
+        new_workers = gunicorn.worker_pids(WORKERS, start=mark)
         # The old workers are told to stop together; the one without the held
         # request exits as soon as its requests are done.
         gunicorn.log.wait_for(rf"Worker exiting \(pid: ({'|'.join(old_workers)})\)", start=mark)

@@ -9,9 +9,8 @@ import pytest
 
 from taskapp import create_app
 from taskapp.extensions import db
-from tests.support import HS_SECRET, KeyServer, SigningKey
+from tests.support import HS_SECRET, ROOT, KeyServer, SigningKey
 
-ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_SETTINGS = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "FORWARDED_ALLOW_IPS")
 
 

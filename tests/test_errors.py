@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from taskapp import create_app
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET
 
 # Nothing listens on port 1: connections are refused at once.
 UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/taskapp"
@@ -66,10 +66,10 @@ def app_without_database(tmp_path):
         ("get", "/api/alice/tasks/00000000-0000-0000-0000-000000000000"),
     ],
 )
-def test_unreachable_database_is_503_with_retry_after(app_without_database, method, path):
+def test_unreachable_database_is_503_with_retry_after(app_without_database, auth, method, path):
     client = app_without_database.test_client()
     response = getattr(client, method)(
-        path, json={"title": "x"} if method == "post" else None, headers=bearer(hs256_token())
+        path, json={"title": "x"} if method == "post" else None, headers=auth()
     )
     assert_error(response, 503)
     assert int(response.headers["Retry-After"]) > 0
@@ -109,40 +109,38 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 @pytest.mark.parametrize("path", ["/api/alice/tasks", "/api/alice/tasks/"])
-def test_trailing_slash_is_served_over_http_without_redirect(http_server, path):
+def test_trailing_slash_is_served_over_http_without_redirect(http_server, auth, path):
     opener = urllib.request.build_opener(NoRedirect)
-    request = urllib.request.Request(http_server + path, headers=bearer(hs256_token()))
+    request = urllib.request.Request(http_server + path, headers=auth())
     with opener.open(request, timeout=10) as response:
         assert response.status == 200
         assert json.loads(response.read()) == []
 
 
-def test_oversized_body_over_http_is_json_413(http_server):
+def test_oversized_body_over_http_is_json_413(http_server, auth):
     body = json.dumps({"title": "x", "description": "y" * 70_000}).encode()
     status, _, payload = http(
         "POST",
         f"{http_server}/api/alice/tasks",
         body=body,
-        headers={**bearer(hs256_token()), "Content-Type": "application/json"},
+        headers={**auth(), "Content-Type": "application/json"},
     )
     assert status == 413
     assert payload == {"detail": "The request body is larger than the limit."}
 
 
-def test_body_limit_is_configurable(make_app):
+def test_body_limit_is_configurable(make_app, auth):
     app = make_app(BETTER_AUTH_SECRET=HS_SECRET, MAX_BODY_BYTES="100")
-    response = app.test_client().post(
-        "/api/alice/tasks", json={"title": "x" * 200}, headers=bearer(hs256_token())
-    )
+    response = app.test_client().post("/api/alice/tasks", json={"title": "x" * 200}, headers=auth())
     assert_error(response, 413)
 
 
-def test_malformed_json_over_http_is_json_400(http_server):
+def test_malformed_json_over_http_is_json_400(http_server, auth):
     status, headers, payload = http(
         "POST",
         f"{http_server}/api/alice/tasks",
         body=b'{"title": ',
-        headers={**bearer(hs256_token()), "Content-Type": "application/json"},
+        headers={**auth(), "Content-Type": "application/json"},
     )
     assert status == 400
     assert headers["Content-Type"] == "application/json"

@@ -3,13 +3,12 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from taskapp import create_app
 from taskapp.config import ConfigError, database_url
-from tests.support import HS_SECRET
+from tests.support import HS_SECRET, ROOT
 
 
 def test_factory_builds_an_app_with_a_secret(tmp_path):
@@ -162,8 +161,7 @@ def test_auth_disabled_in_development_trusts_the_path_user(tmp_path):
 
 
 def test_wsgi_reports_a_bad_configuration_in_one_line(tmp_path):
-    root = Path(__file__).resolve().parent.parent
-    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-c", "import wsgi"],
         cwd=tmp_path,

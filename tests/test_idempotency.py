@@ -11,15 +11,20 @@ from taskapp.extensions import db
 from taskapp.models import IdempotencyKey, Task
 from taskapp.tasks import idempotency
 from taskapp.timestamps import utcnow
-from tests.support import bearer, hs256_token
 from tests.test_concurrency import race
 
 TASKS = "/api/alice/tasks"
 
 
-def post(client, body, key, user="alice"):
-    headers = {**bearer(hs256_token(user)), "Idempotency-Key": key}
-    return client.post(f"/api/{user}/tasks", json=body, headers=headers)
+@pytest.fixture
+def post(auth):
+    """`post(client, body, key)`: create a task as `user` with that Idempotency-Key."""
+
+    def send(client, body, key, user="alice"):
+        headers = {**auth(user), "Idempotency-Key": key}
+        return client.post(f"/api/{user}/tasks", json=body, headers=headers)
+
+    return send
 
 
 def task_count(app, user="alice"):
@@ -27,7 +32,7 @@ def task_count(app, user="alice"):
         return db.session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user))
 
 
-def test_retry_with_the_same_key_returns_the_first_201_and_creates_nothing(app, client):
+def test_retry_with_the_same_key_returns_the_first_201_and_creates_nothing(app, client, post):
     first = post(client, {"title": "Pay rent", "priority": 5}, "rent-2026-01")
     again = post(client, {"title": "Pay rent", "priority": 5}, "rent-2026-01")
     assert first.status_code == again.status_code == 201
@@ -38,15 +43,15 @@ def test_retry_with_the_same_key_returns_the_first_201_and_creates_nothing(app, 
     assert task_count(app) == 1
 
 
-def test_replay_answers_the_original_even_after_the_task_changed(client, auth):
+def test_replay_answers_the_original_even_after_the_task_changed(client, auth, post):
     first = post(client, {"title": "Draft"}, "draft-1")
     client.put(f"{TASKS}/{first.json['id']}", json={"title": "Final"}, headers=auth())
     again = post(client, {"title": "Draft"}, "draft-1")
     assert again.json == first.json
 
 
-def test_same_body_in_another_spelling_is_the_same_request(app, client):
-    headers = {**bearer(hs256_token()), "Idempotency-Key": "k", "Content-Type": "application/json"}
+def test_same_body_in_another_spelling_is_the_same_request(app, client, auth):
+    headers = {**auth(), "Idempotency-Key": "k", "Content-Type": "application/json"}
     first = client.post(TASKS, data='{"title": "A", "priority": 2}', headers=headers)
     again = client.post(TASKS, data='{ "priority":2,"title":"A" }', headers=headers)
     assert again.status_code == 201
@@ -54,7 +59,7 @@ def test_same_body_in_another_spelling_is_the_same_request(app, client):
     assert task_count(app) == 1
 
 
-def test_same_key_with_another_body_is_422_and_creates_nothing(app, client):
+def test_same_key_with_another_body_is_422_and_creates_nothing(app, client, post):
     post(client, {"title": "One"}, "shared-key")
     response = post(client, {"title": "Two"}, "shared-key")
     assert response.status_code == 422
@@ -64,7 +69,7 @@ def test_same_key_with_another_body_is_422_and_creates_nothing(app, client):
     assert task_count(app) == 1
 
 
-def test_keys_are_per_user(app, client):
+def test_keys_are_per_user(app, client, post):
     alices = post(client, {"title": "Same"}, "same-key")
     bobs = post(client, {"title": "Same"}, "same-key", user="bob")
     assert bobs.status_code == 201
@@ -74,19 +79,19 @@ def test_keys_are_per_user(app, client):
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there", "bell\x07"])
-def test_malformed_key_is_422_and_creates_nothing(app, client, key):
-    headers = {**bearer(hs256_token()), "Idempotency-Key": key}
+def test_malformed_key_is_422_and_creates_nothing(app, client, key, auth):
+    headers = {**auth(), "Idempotency-Key": key}
     response = client.post(TASKS, json={"title": "x"}, headers=headers)
     assert response.status_code == 422
     assert "Idempotency-Key" in response.json["errors"]
     assert task_count(app) == 0
 
 
-def test_longest_key_is_accepted(client):
+def test_longest_key_is_accepted(client, post):
     assert post(client, {"title": "x"}, "k" * 255).status_code == 201
 
 
-def test_invalid_body_with_a_key_stores_no_key(app, client):
+def test_invalid_body_with_a_key_stores_no_key(app, client, post):
     assert post(client, {"title": ""}, "bad-body").status_code == 422
     assert post(client, {"title": "fixed"}, "bad-body").status_code == 201
     assert task_count(app) == 1
@@ -99,7 +104,7 @@ def age_keys(app, hours):
         db.session.commit()
 
 
-def test_key_older_than_24_hours_is_free_again(app, client):
+def test_key_older_than_24_hours_is_free_again(app, client, post):
     first = post(client, {"title": "Weekly review"}, "weekly")
     age_keys(app, 25)
     again = post(client, {"title": "Weekly review"}, "weekly")
@@ -108,7 +113,7 @@ def test_key_older_than_24_hours_is_free_again(app, client):
     assert task_count(app) == 2
 
 
-def test_purge_deletes_only_expired_keys(app, client):
+def test_purge_deletes_only_expired_keys(app, client, post):
     post(client, {"title": "old"}, "old-key")
     age_keys(app, 25)
     post(client, {"title": "new"}, "new-key")
@@ -131,8 +136,8 @@ def test_a_failed_write_leaves_neither_task_nor_key(app):
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_racing_posts_with_one_key_create_one_task_and_all_name_it(app, http_server):
-    headers = {**bearer(hs256_token()), "Idempotency-Key": "double-click"}
+def test_racing_posts_with_one_key_create_one_task_and_all_name_it(app, http_server, post, auth):
+    headers = {**auth(), "Idempotency-Key": "double-click"}
     body = {"title": "Only once"}
     statuses = race([("POST", f"{http_server}{TASKS}", body, headers)] * 20)
     assert task_count(app) == 1
@@ -145,7 +150,7 @@ def test_racing_posts_with_one_key_create_one_task_and_all_name_it(app, http_ser
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_key_whose_first_request_is_in_flight_is_409(app, client, database_url):
+def test_key_whose_first_request_is_in_flight_is_409(app, client, database_url, post):
     # Another transaction holds the key, as a first request still running would.
     engine = create_engine(normalized_url(database_url, "/unused"))
     holder = engine.connect()

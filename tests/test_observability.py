@@ -6,15 +6,12 @@ import json
 import re
 import threading
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET, Gunicorn, bearer, hs256_token
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import HS_SECRET, bearer, run_gunicorn
 
 
 def log_lines(captured: str) -> list[dict]:
@@ -147,11 +144,11 @@ def metric(text: str, name: str, **labels) -> float:
     return total
 
 
-def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app):
+def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app, auth):
     client = make_app(BETTER_AUTH_SECRET=HS_SECRET, METRICS_ENABLED="true").test_client()
     before = client.get("/metrics").get_data(as_text=True)
     for _ in range(3):
-        client.get("/api/alice/tasks", headers=bearer(hs256_token()))
+        client.get("/api/alice/tasks", headers=auth())
     client.get("/api/alice/tasks")
     client.get("/api/alice/tasks", headers=bearer("not.a.token"))
     after = client.get("/metrics").get_data(as_text=True)
@@ -167,29 +164,19 @@ def test_metrics_count_requests_by_route_and_status_and_token_failures(make_app)
     assert "alice" not in after
 
 
-def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
+def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path, auth):
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
-    server = Gunicorn(
-        "--workers",
-        "2",
-        "--log-level",
-        "info",
-        env={
-            "DATABASE_URL": database_url,
-            "BETTER_AUTH_SECRET": HS_SECRET,
-            "METRICS_ENABLED": "true",
-            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-        },
-    )
-
-    def both_workers_booted(lines):
-        return sum("Booting worker with pid" in line for line in lines) >= 2
-
-    try:
-        assert server.wait_for(both_workers_booted, 60), "gunicorn's two workers did not boot"
+    env = {
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": HS_SECRET,
+        "METRICS_ENABLED": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+    }
+    with run_gunicorn(tmp_path, "--workers", "2", "--log-level", "info", env=env) as server:
+        server.worker_pids(2, timeout=60)  # both workers booted
         requests = 40
-        headers = bearer(hs256_token(lifetime=600))
+        headers = auth(lifetime=600)
 
         def get(_):
             request = urllib.request.Request(f"{server.url}/api/alice/tasks", headers=headers)
@@ -212,5 +199,3 @@ def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path):
             url_rule="/api/<user_id>/tasks",
         )
         assert counted == requests
-    finally:
-        server.stop()

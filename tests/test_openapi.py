@@ -2,16 +2,15 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from taskapp.tasks.schemas import SPACE, TITLE_PATTERN
-from tests.support import HS_SECRET, bearer, hs256_token
+from tests.support import HS_SECRET, ROOT
 
-COMMITTED = Path(__file__).resolve().parent.parent / "openapi.json"
+COMMITTED = ROOT / "openapi.json"
 
 
 def test_committed_document_matches_the_code(app):
@@ -64,7 +63,7 @@ EXAMPLES_PER_OPERATION = 25
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_api_conforms_to_its_document(make_app):
+def test_api_conforms_to_its_document(make_app, auth):
     """Generated requests, valid and not, on every operation: no 5xx, each answer documented.
 
     A bounded number of examples per operation, as alice with a real token and
@@ -72,7 +71,7 @@ def test_api_conforms_to_its_document(make_app):
     """
     app = make_app(BETTER_AUTH_SECRET=HS_SECRET)
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
-    headers = bearer(hs256_token("alice", lifetime=3600))
+    headers = auth("alice", lifetime=3600)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 6
 

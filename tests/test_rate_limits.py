@@ -8,12 +8,8 @@ worker processes sharing one count is what Redis storage is for.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
-import threading
+import re
 import time
 import urllib.error
 import urllib.request
@@ -27,16 +23,13 @@ import redis
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET, bearer, free_port, hs256_token, unavailable
+from tests.support import HS_SECRET, Gunicorn, bearer, free_port, run_gunicorn, unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = "https://app.example.com"
 # The limits do not touch the database: SQLite is enough for every test here.
 ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 REDIS_URL = "redis://127.0.0.1:6379/5"
-START_TIMEOUT = 30
-LOG_TIMEOUT = 10
 
 
 @pytest.fixture
@@ -52,10 +45,6 @@ def limited(make_app):
     return build
 
 
-def as_user(user: str) -> dict:
-    return bearer(hs256_token(user))
-
-
 def assert_too_many_requests(response, limit: int, window_seconds: int):
     assert response.status_code == 429
     assert response.mimetype == "application/json"
@@ -69,31 +58,31 @@ def assert_too_many_requests(response, limit: int, window_seconds: int):
 
 
 @ON_SQLITE
-def test_over_the_user_limit_is_a_json_429_with_retry_after(limited):
+def test_over_the_user_limit_is_a_json_429_with_retry_after(limited, auth):
     client = limited(RATELIMIT_PER_USER="3/minute").test_client()
     for _ in range(3):
-        assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 200
-    response = client.get("/api/alice/tasks", headers=as_user("alice"))
+        assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 200
+    response = client.get("/api/alice/tasks", headers=auth("alice"))
     assert_too_many_requests(response, limit=3, window_seconds=60)
     assert "for this user" in response.json["detail"]
     # Every method counts, and the user stays limited on every endpoint.
-    response = client.post("/api/alice/tasks", json={"title": "x"}, headers=as_user("alice"))
+    response = client.post("/api/alice/tasks", json={"title": "x"}, headers=auth("alice"))
     assert_too_many_requests(response, limit=3, window_seconds=60)
 
 
 @ON_SQLITE
-def test_one_user_exhausting_their_limit_leaves_another_untouched(limited):
+def test_one_user_exhausting_their_limit_leaves_another_untouched(limited, auth):
     client = limited(RATELIMIT_PER_USER="3/minute").test_client()
     for _ in range(4):
-        client.get("/api/alice/tasks", headers=as_user("alice"))
-    assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 429
-    response = client.get("/api/bob/tasks", headers=as_user("bob"))
+        client.get("/api/alice/tasks", headers=auth("alice"))
+    assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 429
+    response = client.get("/api/bob/tasks", headers=auth("bob"))
     assert response.status_code == 200
     assert response.headers["X-RateLimit-Remaining"] == "2"
 
 
 @ON_SQLITE
-def test_token_guessing_is_limited_per_client_ip(limited):
+def test_token_guessing_is_limited_per_client_ip(limited, auth):
     client = limited(RATELIMIT_PER_IP="3/minute").test_client()
     for guess in range(3):
         response = client.get("/api/alice/tasks", headers=bearer(f"guess-{guess}"))
@@ -105,32 +94,32 @@ def test_token_guessing_is_limited_per_client_ip(limited):
     # Requests without a token count too, and the address stays throttled even with a
     # valid token; another address is not.
     assert client.get("/api/alice/tasks").status_code == 429
-    assert client.get("/api/alice/tasks", headers=as_user("alice")).status_code == 429
+    assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 429
     other = client.get(
         "/api/alice/tasks",
-        headers=as_user("alice"),
+        headers=auth("alice"),
         environ_base={"REMOTE_ADDR": "198.51.100.7"},
     )
     assert other.status_code == 200
 
 
 @ON_SQLITE
-def test_authenticated_requests_count_against_the_ip_limit_too(limited):
+def test_authenticated_requests_count_against_the_ip_limit_too(limited, auth):
     client = limited(RATELIMIT_PER_USER="100/minute", RATELIMIT_PER_IP="3/minute").test_client()
     for user in ("alice", "bob", "carol"):
-        assert client.get(f"/api/{user}/tasks", headers=as_user(user)).status_code == 200
-    response = client.get("/api/dave/tasks", headers=as_user("dave"))
+        assert client.get(f"/api/{user}/tasks", headers=auth(user)).status_code == 200
+    response = client.get("/api/dave/tasks", headers=auth("dave"))
     assert_too_many_requests(response, limit=3, window_seconds=60)
     assert "from this address" in response.json["detail"]
 
 
 @ON_SQLITE
-def test_answers_carry_the_rate_limit_headers(limited):
+def test_answers_carry_the_rate_limit_headers(limited, auth):
     client = limited(RATELIMIT_PER_USER="5/minute").test_client()
-    created = client.post("/api/alice/tasks", json={"title": "x"}, headers=as_user("alice"))
-    listed = client.get("/api/alice/tasks", headers=as_user("alice"))
-    forbidden = client.get("/api/bob/tasks", headers=as_user("alice"))
-    missing = client.get(f"/api/alice/tasks/{uuid.uuid4()}", headers=as_user("alice"))
+    created = client.post("/api/alice/tasks", json={"title": "x"}, headers=auth("alice"))
+    listed = client.get("/api/alice/tasks", headers=auth("alice"))
+    forbidden = client.get("/api/bob/tasks", headers=auth("alice"))
+    missing = client.get(f"/api/alice/tasks/{uuid.uuid4()}", headers=auth("alice"))
     answers = [created, listed, forbidden, missing]
     assert [answer.status_code for answer in answers] == [201, 200, 403, 404]
     for answer, remaining in zip(answers, [4, 3, 2, 1], strict=True):
@@ -157,7 +146,7 @@ def test_health_endpoints_are_exempt(limited):
 
 
 @ON_SQLITE
-def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited):
+def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited, auth):
     client = limited(RATELIMIT_PER_USER="1/minute", CORS_ORIGINS=FRONTEND).test_client()
     preflight = {
         "Origin": FRONTEND,
@@ -166,7 +155,7 @@ def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited):
     }
     for _ in range(3):  # preflights use up nothing, and are never refused
         assert client.options("/api/alice/tasks", headers=preflight).status_code == 200
-    headers = {**as_user("alice"), "Origin": FRONTEND}
+    headers = {**auth("alice"), "Origin": FRONTEND}
     assert client.get("/api/alice/tasks", headers=headers).status_code == 200
     response = client.get("/api/alice/tasks", headers=headers)
     assert response.status_code == 429
@@ -186,17 +175,17 @@ def test_without_authentication_the_path_user_is_limited(limited):
 
 
 @ON_SQLITE
-def test_rate_limits_can_be_switched_off(make_app):
+def test_rate_limits_can_be_switched_off(make_app, auth):
     client = make_app(
         BETTER_AUTH_SECRET=HS_SECRET, RATELIMIT_ENABLED="false", RATELIMIT_PER_USER="1/minute"
     ).test_client()
     for _ in range(3):
-        response = client.get("/api/alice/tasks", headers=as_user("alice"))
+        response = client.get("/api/alice/tasks", headers=auth("alice"))
         assert response.status_code == 200
         assert not set(RATE_HEADERS) & set(response.headers.keys())
 
 
-def test_a_database_outage_keeps_its_own_retry_after(tmp_path):
+def test_a_database_outage_keeps_its_own_retry_after(tmp_path, auth):
     app = create_app(
         {
             # Nothing listens on port 1: connections are refused at once.
@@ -206,7 +195,7 @@ def test_a_database_outage_keeps_its_own_retry_after(tmp_path):
         },
         instance_path=str(tmp_path),
     )
-    response = app.test_client().get("/api/alice/tasks", headers=as_user("alice"))
+    response = app.test_client().get("/api/alice/tasks", headers=auth("alice"))
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"  # not stretched to the limit's window
     assert response.headers["X-RateLimit-Limit"] == "120"
@@ -253,106 +242,43 @@ def redis_prefix():
     client.close()
 
 
-class Gunicorn:
-    """gunicorn serving wsgi:app; its access log names the worker (pid) of each answer."""
-
-    ACCESS_FORMAT = "%(p)s %(s)s %(U)s"  # e.g. "<12345> 200 /api/alice/tasks"
-
-    def __init__(self, env: dict, workers: int):
-        self.base_url = f"http://127.0.0.1:{free_port()}"
-        self._access: list[tuple[str, int, str]] = []  # (pid, status, path)
-        self._errors: list[str] = []
-        self._changed = threading.Condition()
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                self.base_url.removeprefix("http://"),
-                "--workers",
-                str(workers),
-                "--worker-class",
-                "sync",  # one request at a time per worker: a busy worker leaves the rest
-                "--threads",
-                "1",
-                "--no-control-socket",  # tests may run several gunicorns at once
-                "--access-logfile",
-                "-",
-                "--access-logformat",
-                self.ACCESS_FORMAT,
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "BETTER_AUTH_SECRET": HS_SECRET, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._readers = [
-            threading.Thread(target=self._read, args=(self._process.stdout, True), daemon=True),
-            threading.Thread(target=self._read, args=(self._process.stderr, False), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream, is_access_log: bool):
-        for line in stream:
-            with self._changed:
-                if is_access_log:
-                    pid, status, path = line.split()
-                    self._access.append((pid, int(status), path))
-                else:
-                    self._errors.append(line)
-                self._changed.notify_all()
-
-    def _wait(self, condition, what: str, timeout: float = LOG_TIMEOUT):
-        with self._changed:
-            if not self._changed.wait_for(condition, timeout=timeout):
-                pytest.fail(f"gunicorn never logged {what}:\n{''.join(self._errors)}")
-
-    def wait_until_listening(self):
-        self._wait(lambda: self.logged("Listening at"), "that it listens", START_TIMEOUT)
-
-    def logged(self, text: str) -> bool:
-        with self._changed:
-            return any(text in line for line in self._errors)
-
-    def wait_for_log(self, text: str):
-        self._wait(lambda: self.logged(text), repr(text))
-
-    def answers(self, path: str, status: int | None = None) -> Counter:
-        """How many answers to `path` (with `status`) each worker pid gave."""
-        with self._changed:
-            return Counter(
-                pid
-                for pid, answered, logged in self._access
-                if logged == path and (status is None or answered == status)
-            )
-
-    def wait_for_answers(self, path: str, count: int):
-        """Until the access log holds `count` answers to `path` (a line follows its answer)."""
-        self._wait(lambda: self.answers(path).total() >= count, f"{count} answers to {path}")
-
-    def stop(self):
-        self._process.terminate()
-        self._process.wait(timeout=30)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        self._process.stdout.close()
-        self._process.stderr.close()
+# One request at a time per worker (a busy worker leaves the rest to the other), and
+# an access log line per answer naming the worker's pid: "<12345> 200 /api/alice/tasks".
+OPTIONS = ("--worker-class", "sync", "--threads", "1", "--access-logfile", "-")
+ACCESS_FORMAT = ("--access-logformat", "%(p)s %(s)s %(U)s")
 
 
-@contextlib.contextmanager
-def gunicorn(database_url: str, workers: int, **settings: str):
-    server = Gunicorn(
-        {"DATABASE_URL": database_url, "RATELIMIT_ENABLED": "true", **settings}, workers
+def gunicorn(directory: Path, database_url: str, workers: int, **settings: str):
+    """The app under gunicorn with rate limits on and `workers` worker processes."""
+    return run_gunicorn(
+        directory,
+        "--workers",
+        str(workers),
+        *OPTIONS,
+        *ACCESS_FORMAT,
+        env={
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_SECRET": HS_SECRET,
+            "RATELIMIT_ENABLED": "true",
+            **settings,
+        },
     )
-    try:
-        server.wait_until_listening()
-        yield server
-    finally:
-        server.stop()
+
+
+def answered(path: str, status: int | None = None) -> str:
+    """A pattern for gunicorn's access log lines of answers to `path` (with `status`)."""
+    status_pattern = r"\d+" if status is None else str(status)
+    return rf"^<(\d+)> {status_pattern} {re.escape(path)}$"
+
+
+def by_worker(server: Gunicorn, path: str, status: int | None = None) -> Counter:
+    """How many answers to `path` (with `status`) each worker pid gave, so far."""
+    return Counter(match[1] for match in server.log.matches(answered(path, status)))
+
+
+def wait_for_answers(server: Gunicorn, path: str, count: int) -> None:
+    """Until the access log holds `count` answers to `path` (a line follows its answer)."""
+    server.log.wait_for(answered(path), count)
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, dict, object]:
@@ -370,7 +296,9 @@ def get_concurrently(url: str, count: int, headers: dict | None = None) -> list[
 
 
 @ON_SQLITE
-def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis_prefix):
+def test_redis_shares_the_count_between_two_gunicorn_workers(
+    database_url, redis_prefix, tmp_path, auth
+):
     """With a limit of L, L requests pass and the next is 429 on whichever worker answers.
 
     Proof that the count is shared, from gunicorn's access log (each line names the
@@ -381,8 +309,9 @@ def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis
     client, prefix = redis_prefix
     limit = 40
     api = "/api/alice/tasks"
-    alice = as_user("alice")
+    alice = auth("alice")
     with gunicorn(
+        tmp_path,
         database_url,
         workers=2,
         RATELIMIT_STORAGE_URI=REDIS_URL,
@@ -392,24 +321,24 @@ def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis
     ) as server:
         # Both workers are up: concurrent probes (exempt from limits) reach each of them.
         probes = 0
-        while len(server.answers("/healthz")) < 2 and probes < 400:
-            get_concurrently(f"{server.base_url}/healthz", 8)
+        while len(by_worker(server, "/healthz")) < 2 and probes < 400:
+            get_concurrently(f"{server.url}/healthz", 8)
             probes += 8
-            server.wait_for_answers("/healthz", probes)
-        assert len(server.answers("/healthz")) == 2, "only one gunicorn worker ever answered"
+            wait_for_answers(server, "/healthz", probes)
+        assert len(by_worker(server, "/healthz")) == 2, "only one gunicorn worker ever answered"
 
-        allowed = get_concurrently(f"{server.base_url}{api}", limit, alice)
+        allowed = get_concurrently(f"{server.url}{api}", limit, alice)
         assert [status for status, _, _ in allowed] == [200] * limit
-        server.wait_for_answers(api, limit)
-        served = server.answers(api, 200)
+        wait_for_answers(server, api, limit)
+        served = by_worker(server, api, 200)
         assert len(served) == 2, f"one worker answered every allowed request: {served}"
 
         refused: list[tuple] = []
-        while len(server.answers(api, 429)) < 2 and len(refused) < 200:
-            refused += get_concurrently(f"{server.base_url}{api}", 8, alice)
-            server.wait_for_answers(api, limit + len(refused))
+        while len(by_worker(server, api, 429)) < 2 and len(refused) < 200:
+            refused += get_concurrently(f"{server.url}{api}", 8, alice)
+            wait_for_answers(server, api, limit + len(refused))
         assert {status for status, _, _ in refused} == {429}
-        assert set(server.answers(api, 429)) == set(served), "a worker never answered 429"
+        assert set(by_worker(server, api, 429)) == set(served), "a worker never answered 429"
         _, headers, body = refused[0]
         assert body["detail"].startswith("Too many requests for this user")
         assert 1 <= int(headers["Retry-After"]) <= 3600
@@ -422,20 +351,21 @@ def test_redis_shares_the_count_between_two_gunicorn_workers(database_url, redis
 
 
 @ON_SQLITE
-def test_requests_are_served_when_redis_is_down(database_url):
+def test_requests_are_served_when_redis_is_down(database_url, tmp_path, auth):
     """Redis unreachable: answers keep coming (counted in the worker's memory), and the
     log says so. No Redis server is needed: nothing listens on the port used."""
     unreachable = f"redis://127.0.0.1:{free_port()}/5"
     with gunicorn(
+        tmp_path,
         database_url,
         workers=1,
         RATELIMIT_STORAGE_URI=unreachable,
         RATELIMIT_PER_USER="3/hour",
     ) as server:
-        url = f"{server.base_url}/api/alice/tasks"
-        answers = [get(url, as_user("alice")) for _ in range(4)]
+        url = f"{server.url}/api/alice/tasks"
+        answers = [get(url, auth("alice")) for _ in range(4)]
         assert [status for status, _, _ in answers] == [200, 200, 200, 429]
         for remaining, (_, headers, _) in zip(["2", "1", "0"], answers, strict=False):
             assert headers["X-RateLimit-Remaining"] == remaining
-        assert get(f"{server.base_url}/readyz")[0] == 200
-        server.wait_for_log("Rate limit storage unreachable")
+        assert get(f"{server.url}/readyz")[0] == 200
+        server.log.wait_for("Rate limit storage unreachable")
