@@ -1,47 +1,269 @@
 """PostgreSQL restarts under load, behind gunicorn: no 500, nothing acknowledged is lost.
 
-The test restarts the local PostgreSQL cluster (pg_ctlcluster, as root), so it
-runs where that is allowed: in CI always, on a laptop only when it can.
+The test runs its own PostgreSQL: `initdb` into a fresh temporary folder, a free
+port on 127.0.0.1, the schema built by the migrations. It stops and starts that
+cluster while writers run, and stops it (by its postmaster's pid if `pg_ctl`
+cannot) when the test ends. The machine's PostgreSQL is never touched: the test
+needs no TEST_DATABASE_URL and runs once per suite, not once per database.
+
+initdb and pg_ctl refuse to run as root, so as root (as in CI) they run as the
+`postgres` system user, which owns the temporary folder. Without PostgreSQL's
+server programs the test is skipped on a laptop and fails in CI.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import pwd
+import re
+import select
 import shutil
+import signal
 import subprocess
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import flask_migrate
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select as select_rows
 
+from taskapp import create_app
 from taskapp.extensions import db
 from taskapp.models import Task
-from tests.support import HS_SECRET, run_gunicorn, unavailable
+from tests.support import HS_SECRET, free_port, run_gunicorn, unavailable
 
 WRITERS = 6
 REQUEST_TIMEOUT = 15  # a request that takes longer counts as hung
 RECOVERY_DEADLINE = 60  # a bound so a broken recovery fails instead of hanging
+PG_CTL_TIMEOUT = 60  # seconds pg_ctl waits (-t) for the cluster to start or stop
+SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
 
-def require_cluster_control() -> list[str]:
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    missing = None
-    if shutil.which("pg_ctlcluster") is None or not versions:
-        missing = "pg_ctlcluster and a local PostgreSQL cluster are needed"
-    elif os.geteuid() != 0:
-        missing = "restarting PostgreSQL needs root"
-    if missing is None:
-        return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
-    unavailable("database outage test", missing)
+def _version_key(bindir: str) -> tuple[int, ...]:
+    """/usr/lib/postgresql/15/bin -> (15,): the newest version is tried first."""
+    return tuple(int(part) for part in re.findall(r"\d+", Path(bindir).parent.name))
+
+
+def postgresql_bindir() -> Path | None:
+    """The folder with initdb, pg_ctl and postgres, or None when this machine has none.
+
+    pg_config may come from the client library alone (Debian's libpq-dev), so
+    every candidate must hold all three programs.
+    """
+    candidates: list[str] = []
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            found = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            )
+            candidates.append(found.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    if pg_ctl := shutil.which("pg_ctl"):
+        candidates.append(str(Path(pg_ctl).resolve().parent))
+    for candidate in candidates:
+        if candidate and all(os.access(Path(candidate, p), os.X_OK) for p in SERVER_PROGRAMS):
+            return Path(candidate)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie, which only waits to be reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait (bounded) until `pid`, which is not our child, has ended; True if it has."""
+    deadline = time.monotonic() + timeout
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+        try:
+            # A pidfd becomes readable when the process ends: no polling on the clock.
+            select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        return not _alive(pid)
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # no pidfd (not Linux): poll the condition until the deadline
+    return not _alive(pid)
+
+
+@dataclass
+class PrivatePostgreSQL:
+    """A PostgreSQL cluster this test made, in `directory`, serving `url`."""
+
+    bindir: Path
+    directory: Path  # owned by `owner`; holds data/, the socket and the server's log
+    port: int
+    owner: pwd.struct_passwd | None  # the user pg_ctl runs as, when we are root
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "postgresql.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def run(self, program: str, *args: str) -> subprocess.CompletedProcess:
+        """Run one of the server's programs as the cluster's owner; never raises on failure.
+
+        Output goes to a file, not a pipe: a postmaster pg_ctl starts must not hold
+        our pipe open, or reading it would hang.
+        """
+        as_owner = {}
+        if self.owner is not None:
+            as_owner = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
+        with tempfile.TemporaryFile(mode="w+") as output:
+            try:
+                result = subprocess.run(
+                    [str(self.bindir / program), *args],
+                    cwd=self.directory,  # a folder the owner may enter
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    timeout=PG_CTL_TIMEOUT + 30,
+                    check=False,
+                    **as_owner,
+                )
+            except subprocess.TimeoutExpired as expired:
+                result = subprocess.CompletedProcess(expired.cmd, returncode=-1)
+            output.seek(0)
+            result.stdout = output.read()
+        return result
+
+    def pg_ctl(self, action: str, *args: str) -> None:
+        """`pg_ctl start`, `stop` or `restart` on this cluster, waiting (-w) until done."""
+        result = self.run(
+            "pg_ctl", action, "-D", str(self.data), "-l", str(self.log), "-w",
+            "-t", str(PG_CTL_TIMEOUT), *args,
+        )  # fmt: skip
+        if result.returncode != 0:
+            pytest.fail(f"pg_ctl {action} failed:\n{result.stdout}\n{self.server_log()}")
+
+    def server_log(self) -> str:
+        try:
+            return f"{self.log}:\n{self.log.read_text(errors='replace')}"
+        except OSError:
+            return f"{self.log}: no log"
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's pid from data/postmaster.pid, if it runs from this data folder."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        with contextlib.suppress(OSError):  # a recycled pid is someone else's process
+            if str(self.data).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None
+        return pid if _alive(pid) else None
+
+    def shut_down(self) -> None:
+        """Stop the cluster: pg_ctl, or else signals to its postmaster by pid."""
+        pid = self.postmaster_pid()  # read first: a clean stop removes the file
+        stopped = self.run(
+            "pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", str(PG_CTL_TIMEOUT)
+        )
+        if pid is None or (stopped.returncode == 0 and _wait_gone(pid, PG_CTL_TIMEOUT)):
+            return
+        # SIGQUIT is PostgreSQL's immediate shutdown: it takes its backends with it.
+        for sig in (signal.SIGQUIT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_gone(pid, PG_CTL_TIMEOUT):
+                return
+
+
+@contextlib.contextmanager
+def private_postgresql(keep_log_in: Path) -> Iterator[PrivatePostgreSQL]:
+    """A fresh PostgreSQL cluster on a free port, stopped and removed when the block ends."""
+    bindir = postgresql_bindir()
+    if bindir is None:
+        unavailable(
+            "database outage test",
+            "PostgreSQL's server programs (initdb, pg_ctl, postgres): none in "
+            "`pg_config --bindir`, /usr/lib/postgresql/*/bin or on PATH",
+        )
+    owner = None
+    if os.geteuid() == 0:  # initdb and postgres refuse root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("database outage test", "a `postgres` user to run PostgreSQL as root")
+    # A fresh folder, not tmp_path: the owner must reach it (pytest's folders are
+    # 0700 root's), and a unix socket path must stay short.
+    directory = Path(tempfile.mkdtemp(prefix="taskapp-pg-"))
+    cluster = PrivatePostgreSQL(bindir, directory, free_port(), owner)
+    try:
+        if owner is not None:
+            os.chown(directory, owner.pw_uid, owner.pw_gid)
+        initdb = cluster.run(
+            "initdb", "-D", str(cluster.data), "-U", "postgres", "-A", "trust",
+            "--auth-local=trust", "--no-locale", "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        if initdb.returncode != 0:
+            pytest.fail(f"initdb failed:\n{initdb.stdout}")
+        # In the cluster's own settings, so a restart keeps them.
+        with (cluster.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# taskapp tests/test_database_outage.py: private, throwaway\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {cluster.port}\n"
+                f"unix_socket_directories = '{directory}'\n"
+                "fsync = off\n"
+                "full_page_writes = off\n"
+            )
+        cluster.pg_ctl("start")
+        yield cluster
+    finally:
+        try:
+            cluster.shut_down()
+        finally:
+            with contextlib.suppress(OSError):  # pytest keeps tmp_path for a post-mortem
+                shutil.copy(cluster.log, keep_log_in / "postgresql.log")
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
-def gunicorn(database_url, tmp_path):
+def postgresql(tmp_path):
+    """A private PostgreSQL cluster with the schema built by the migrations."""
+    with private_postgresql(keep_log_in=tmp_path) as cluster:
+        app = create_app({"DATABASE_URL": cluster.url, "BETTER_AUTH_SECRET": HS_SECRET})
+        with app.app_context():
+            flask_migrate.upgrade()
+            db.engine.dispose()
+        yield cluster
+
+
+@pytest.fixture
+def gunicorn(postgresql, tmp_path):
     """The app under gunicorn (2 workers, 4 threads each) on a free port; yields its URL."""
     with run_gunicorn(
         tmp_path,
@@ -53,7 +275,7 @@ def gunicorn(database_url, tmp_path):
         "30",
         "--log-level",
         "info",
-        env={"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": HS_SECRET},
+        env={"DATABASE_URL": postgresql.url, "BETTER_AUTH_SECRET": HS_SECRET},
     ) as server:
         yield server.url
 
@@ -72,9 +294,7 @@ def send(method: str, url: str, body: dict | None, headers: dict):
         return f"no answer: {error}", None
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
-    restart = require_cluster_control()
+def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
     headers = auth("alice", lifetime=3600)
     tasks_url = f"{gunicorn}/api/alice/tasks"
     statuses: Counter = Counter()
@@ -82,6 +302,8 @@ def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
     completed: set[str] = set()  # acknowledged with 200 to {"is_completed": true}
     lock = threading.Lock()
     under_load = threading.Event()  # the workers are up and writing
+    stopping = threading.Event()  # PostgreSQL is being stopped
+    noticed = threading.Event()  # a 503 answered while it was down
     acknowledged_after_restart = threading.Event()
     restarted = threading.Event()
     stop = threading.Event()
@@ -94,6 +316,8 @@ def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
                 statuses[status] += 1
                 if status == 201:
                     created[body["id"]] = title
+                elif status == 503 and stopping.is_set():
+                    noticed.set()
             if status != 201:
                 continue
             status, body = send(
@@ -107,13 +331,20 @@ def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
                         under_load.set()
                     if restarted.is_set():
                         acknowledged_after_restart.set()
+                elif status == 503 and stopping.is_set():
+                    noticed.set()
 
     writers = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
     for writer in writers:
         writer.start()
     try:
         assert under_load.wait(timeout=RECOVERY_DEADLINE), f"no load before the restart: {statuses}"
-        subprocess.run(restart, check=True, timeout=120, capture_output=True)
+        # A restart in two steps, so the outage lasts until the API has answered
+        # 503 at least once: a restart quicker than any request proves nothing.
+        stopping.set()
+        postgresql.pg_ctl("stop", "-m", "fast")
+        down = noticed.wait(timeout=RECOVERY_DEADLINE)
+        postgresql.pg_ctl("start")
         restarted.set()
         recovered = acknowledged_after_restart.wait(timeout=RECOVERY_DEADLINE)
     finally:
@@ -121,11 +352,15 @@ def test_writes_survive_a_postgresql_restart(app, gunicorn, auth):
         for writer in writers:
             writer.join()
 
+    assert down, f"no 503 while PostgreSQL was down: {statuses}"
     assert recovered, f"no write succeeded after the restart: {statuses}"
     assert set(statuses) <= {200, 201, 503}, statuses
     assert statuses[503] >= 1, f"the restart was not noticed, the test proved nothing: {statuses}"
+    app = create_app({"DATABASE_URL": postgresql.url, "BETTER_AUTH_SECRET": HS_SECRET})
     with app.app_context():
-        stored = {str(task.id): task for task in db.session.scalars(select(Task))}
+        stored = {str(task.id): task for task in db.session.scalars(select_rows(Task))}
+        db.session.remove()
+        db.engine.dispose()
     for task_id, title in created.items():
         assert stored[task_id].title == title
     for task_id in completed:
