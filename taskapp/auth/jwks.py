@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import urllib.request
+from typing import Any
 
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError, PyJWTError
@@ -26,19 +27,21 @@ MAX_JWKS_BYTES = 1024 * 1024
 
 
 class KeySet:
-    def __init__(self, url: str, timeout: float, cache_seconds: float, min_refetch_seconds: float):
+    def __init__(
+        self, url: str, timeout: float, cache_seconds: float, min_refetch_seconds: float
+    ) -> None:
         self.url = url
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.min_refetch_seconds = min_refetch_seconds
-        self._keys: dict[str, dict] = {}
-        self._parsed: dict[tuple[str, str], tuple[dict, object]] = {}
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._parsed: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
         self._fetched_at: float | None = None
         self._attempted_at = float("-inf")
         self._reachable = False
         self._lock = threading.Lock()
 
-    def jwk(self, kid: str) -> dict | None:
+    def jwk(self, kid: str) -> dict[str, Any] | None:
         """The JWK published under `kid`, or None if the key server does not list it.
 
         Raises ServiceUnavailable only when no key is held at all and the key
@@ -49,8 +52,10 @@ class KeySet:
         self._refresh()
         return self._keys.get(kid)
 
-    def public_key(self, kid: str, algorithm: str):
+    def public_key(self, kid: str, algorithm: str) -> Any:
         """The key object for `kid` used with `algorithm`, parsed once; None if not listed.
+
+        (Its type depends on the algorithm; PyJWT's prepare_key returns Any.)
 
         Raises PyJWKError when the key cannot be used with that algorithm: one
         that declares its `alg` is used with that algorithm only.
@@ -103,7 +108,7 @@ class KeySet:
         finally:
             self._lock.release()
 
-    def _fetch(self) -> dict[str, dict]:
+    def _fetch(self) -> dict[str, dict[str, Any]]:
         # The URL is the operator's, checked to be http(s) by taskapp.config.
         request = urllib.request.Request(self.url, headers={"Accept": "application/json"})  # noqa: S310
         with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
@@ -118,7 +123,7 @@ class KeySet:
         return usable
 
 
-def _is_public_key(jwk: dict) -> bool:
+def _is_public_key(jwk: dict[str, Any]) -> bool:
     # Private parameters ("d", "p", ...) mean a misconfigured server: ignore the key.
     if "d" in jwk:
         return False

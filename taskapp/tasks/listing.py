@@ -18,12 +18,14 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, literal, or_, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task
 
-SORTS = {
+SORTS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
     "-created_at": (Task.created_at, True),
     "created_at": (Task.created_at, False),
     "-updated_at": (Task.updated_at, True),
@@ -52,9 +54,9 @@ class ListQuery:
     q: str | None = None
     updated_since: datetime | None = None
 
-    def filters(self) -> list:
+    def filters(self) -> list[ColumnElement[bool]]:
         """The WHERE clauses: the owner always, then each filter given."""
-        clauses = [Task.user_id == self.user_id]
+        clauses: list[ColumnElement[bool]] = [Task.user_id == self.user_id]
         if self.completed is not None:
             clauses.append(Task.is_completed.is_(self.completed))
         if self.priorities:
@@ -89,11 +91,11 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def count_query(query: ListQuery) -> Select:
+def count_query(query: ListQuery) -> Select[int]:
     return select(func.count()).select_from(Task).where(*query.filters())
 
 
-def page_query(query: ListQuery) -> Select:
+def page_query(query: ListQuery) -> Select[Task]:
     """One page plus one row: the extra row tells whether there is a next page."""
     column, descending = SORTS[query.sort]
     statement = select(Task).where(*query.filters())
@@ -105,7 +107,9 @@ def page_query(query: ListQuery) -> Select:
     return statement.order_by(*order).limit(query.limit + 1)
 
 
-def _after(column, descending: bool, value, last_id: uuid.UUID):
+def _after(
+    column: InstrumentedAttribute[Any], descending: bool, value: object, last_id: uuid.UUID
+) -> ColumnElement[bool]:
     # A row comparison, (key, id) < (last key, last id), which PostgreSQL serves
     # straight from the (user_id, key, id) index.
     row = tuple_(column, Task.id)
@@ -129,7 +133,8 @@ def encode_cursor(query: ListQuery, last: Task) -> str:
 def decode_cursor(query: ListQuery) -> tuple[object, uuid.UUID]:
     """The (sort key, id) of the last row the cursor's page ended with."""
     try:
-        raw = base64.urlsafe_b64decode(query.cursor + "=" * (-len(query.cursor) % 4)).decode()
+        cursor = query.cursor or ""
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         checksum, body = raw[:CHECKSUM_LENGTH], raw[CHECKSUM_LENGTH:]
         if checksum != _digest(body):
             raise InvalidCursor("checksum")
@@ -142,7 +147,7 @@ def decode_cursor(query: ListQuery) -> tuple[object, uuid.UUID]:
         raise InvalidCursor(str(error)) from None
 
 
-def _sort_key(name: str, value):
+def _sort_key(name: str, value: Any) -> datetime | int | str:
     """The cursor's sort key, checked to be what the column holds: anything else is a 422,
     never a database error or a silently empty page."""
     if name in ("created_at", "updated_at"):

@@ -4,7 +4,9 @@ JSON types are strict: `"true"` is not a boolean and `"2"`, `2.5` or `true` are
 not priorities. A field the server owns, or one nobody knows, is refused.
 """
 
-from datetime import UTC
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
@@ -22,12 +24,14 @@ class Text(fields.String):
         "encoding": "Must be valid Unicode text.",
     }
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         # Tell the OpenAPI document too, so generated clients and fuzzers know.
         kwargs["metadata"] = {"pattern": r"^[^\u0000]*$", **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in text:
             raise self.make_error("nul")
@@ -39,22 +43,28 @@ class Text(fields.String):
 
 
 class Title(Text):
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         return super()._deserialize(value, attr, data, **kwargs).strip()
 
 
 class StrictBoolean(fields.Boolean):
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> bool:
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
 
 
 class StrictInteger(fields.Integer):
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(strict=True, **kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
         if isinstance(value, bool):  # bool is an int to Python, not to JSON
             raise self.make_error("invalid")
         if isinstance(value, float) and value.is_integer():
@@ -65,7 +75,9 @@ class StrictInteger(fields.Integer):
 class UTCTimestamp(fields.DateTime):
     """ISO 8601 in UTC with a `Z`, e.g. 2026-01-17T09:30:00.123456Z."""
 
-    def _serialize(self, value, attr, obj, **kwargs):
+    def _serialize(
+        self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any
+    ) -> str | None:
         if value is None:
             return None
         return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -100,7 +112,7 @@ def _title_length(title: str) -> None:
         raise ValidationError(f"Must be 1 to {TITLE_MAX} characters after trimming.")
 
 
-def _title(**kwargs) -> Title:
+def _title(**kwargs: Any) -> Title:
     return Title(
         validate=_title_length,
         metadata={"description": "Surrounding whitespace is removed.", "pattern": TITLE_PATTERN},
@@ -108,7 +120,7 @@ def _title(**kwargs) -> Title:
     )
 
 
-def _priority(**kwargs) -> StrictInteger:
+def _priority(**kwargs: Any) -> StrictInteger:
     return StrictInteger(validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX), **kwargs)
 
 
@@ -119,7 +131,7 @@ class _TaskBodySchema(Schema):
     priority = _priority()
 
     @pre_load
-    def refuse_server_owned_fields(self, data, **kwargs):
+    def refuse_server_owned_fields(self, data: Any, **kwargs: Any) -> Any:
         if isinstance(data, dict):
             owned = [name for name in SERVER_OWNED_FIELDS if name in data]
             if owned:

@@ -13,13 +13,13 @@ limiter.exempt(blp)  # probes must never be throttled
 
 
 @blp.get("/healthz")
-def alive():
+def alive() -> dict[str, str]:
     """The process serves requests; touches nothing else."""
     return {"status": "ok"}
 
 
 @blp.get("/readyz")
-def ready():
+def ready() -> dict[str, str]:
     """The database answers and the signing keys can be had; 503 otherwise."""
     db.session.execute(text("SELECT 1"))
     if not key_server_ready():

@@ -39,7 +39,7 @@ class _CurrentStderr:
 
 def configure_logging(log_format: str, level: str) -> None:
     """Route structlog and the standard library's logging through one renderer."""
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any, NoReturn
 
-from flask import current_app, request
+from flask import Request, current_app, request
 from flask_smorest import abort
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
 
-def _refuse_constant(name: str):
+def _refuse_constant(name: str) -> NoReturn:
     # Python's json module accepts NaN and Infinity; JSON (RFC 8259) does not.
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
@@ -18,7 +19,7 @@ def _refuse_constant(name: str):
 class StrictJSONParser(FlaskParser):
     """webargs' Flask parser, reading bodies as RFC 8259 JSON only."""
 
-    def _raw_load_json(self, req):
+    def _raw_load_json(self, req: Request) -> Any:
         if not is_json_request(req):
             return core.missing
         body = req.get_data(cache=True)
