@@ -5,6 +5,7 @@ taskapp.web.cors.
 """
 
 import sqlite3
+from typing import Any
 
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
@@ -37,12 +38,12 @@ api = Api()
 
 
 @event.listens_for(Engine, "connect")
-def _unicode_lower_on_sqlite(dbapi_connection, _record):
+def _unicode_lower_on_sqlite(dbapi_connection: object, _record: object) -> None:
     # SQLite's lower() folds ASCII only, so `q` (ILIKE, which SQLAlchemy writes as
     # lower(x) LIKE lower(y) there) would miss "BRÛLÉE" in "brûlée". PostgreSQL's is fine.
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
 
-def _lower(text):
+def _lower(text: Any) -> Any:
     return text.lower() if isinstance(text, str) else text

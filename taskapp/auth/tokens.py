@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import wraps
+from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g
+from flask import Flask, Response, current_app, g
 from flask_jwt_extended import get_jwt_identity, jwt_required
 from jwt.exceptions import (
     InvalidAlgorithmError,
@@ -30,6 +32,9 @@ from taskapp.extensions import jwt
 from taskapp.models import USER_ID_MAX
 from taskapp.web.errors import error_response
 from taskapp.web.metrics import count_jwt_failure
+
+Claims = dict[str, Any]  # a token's header or payload
+View = TypeVar("View", bound=Callable[..., Any])
 
 KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
@@ -57,10 +62,13 @@ def key_server_ready() -> bool:
 
 
 @jwt.decode_key_loader
-def signing_key_for(header: dict, _unverified_payload: dict):
+def signing_key_for(header: Claims, _unverified_payload: Claims) -> Any:
     """The key that must have signed this token, chosen from its (unverified) header."""
     algorithm = header.get("alg")
-    if algorithm not in current_app.config["JWT_DECODE_ALGORITHMS"]:
+    if (
+        not isinstance(algorithm, str)
+        or algorithm not in current_app.config["JWT_DECODE_ALGORITHMS"]
+    ):
         raise InvalidAlgorithmError("The token's signing algorithm is not allowed")
     keyset: KeySet | None = current_app.extensions.get(KEYSET)
     if keyset is None:
@@ -77,7 +85,7 @@ def signing_key_for(header: dict, _unverified_payload: dict):
     return key
 
 
-def claims_problem(payload: dict) -> str | None:
+def claims_problem(payload: Claims) -> str | None:
     """Why a verified token still cannot identify a caller, or None when it can."""
     if "exp" not in payload:
         return "The token has no expiry"
@@ -95,11 +103,11 @@ def claims_problem(payload: dict) -> str | None:
 
 
 @jwt.token_verification_loader
-def claims_are_acceptable(_header: dict, payload: dict) -> bool:
+def claims_are_acceptable(_header: Claims, payload: Claims) -> bool:
     return claims_problem(payload) is None
 
 
-def _unauthorized(description: str, reason: str, error: str | None = "invalid_token"):
+def _unauthorized(description: str, reason: str, error: str | None = "invalid_token") -> Response:
     # Library reasons can quote the token's own header, so they are cut short, and
     # only printable ASCII (no quote, no backslash) may enter the header value.
     count_jwt_failure(reason)
@@ -111,35 +119,35 @@ def _unauthorized(description: str, reason: str, error: str | None = "invalid_to
     return error_response(401, f"{description}.", headers={"WWW-Authenticate": challenge})
 
 
-def _unverifiable_token(_error: PyJWTError):
+def _unverifiable_token(_error: PyJWTError) -> Response:
     return _unauthorized("The token could not be verified", "unverifiable")
 
 
 @jwt.unauthorized_loader
-def _missing_token(_reason: str):
+def _missing_token(_reason: str) -> Response:
     return _unauthorized(
         "A bearer token is required in the Authorization header", "missing", error=None
     )
 
 
 @jwt.invalid_token_loader
-def _invalid_token(reason: str):
+def _invalid_token(reason: str) -> Response:
     return _unauthorized(f"The token is invalid: {reason}", "invalid")
 
 
 @jwt.expired_token_loader
-def _expired_token(_header: dict, _payload: dict):
+def _expired_token(_header: Claims, _payload: Claims) -> Response:
     return _unauthorized("The token has expired", "expired")
 
 
 @jwt.token_verification_failed_loader
-def _unacceptable_claims(_header: dict, payload: dict):
+def _unacceptable_claims(_header: Claims, payload: Claims) -> Response:
     return _unauthorized(
         claims_problem(payload) or "The token's claims are not acceptable", "claims"
     )
 
 
-def token_required(view):
+def token_required(view: View) -> View:
     """flask-jwt-extended's `jwt_required`: a valid token, or 401 before the view runs.
 
     With AUTH_ENABLED=false (development only, refused elsewhere by the config)
@@ -148,22 +156,22 @@ def token_required(view):
     protected = jwt_required()(view)
 
     @wraps(view)
-    def check_token(*args, **kwargs):
+    def check_token(*args: Any, **kwargs: Any) -> Any:
         if not current_app.config["AUTH_ENABLED"]:
             return view(*args, **kwargs)
         return protected(*args, **kwargs)
 
-    return check_token
+    return cast(View, check_token)
 
 
-def owner_required(view):
+def owner_required(view: View) -> View:
     """403 unless the path's `user_id` is the verified token's identity.
 
     With AUTH_ENABLED=false the path's user is trusted as it is.
     """
 
     @wraps(view)
-    def check_owner(*args, **kwargs):
+    def check_owner(*args: Any, **kwargs: Any) -> Any:
         if not current_app.config["AUTH_ENABLED"]:
             return view(*args, **kwargs)
         g.user_id = get_jwt_identity()  # for the request log
@@ -171,4 +179,4 @@ def owner_required(view):
             return error_response(403, "You may only access your own tasks.")
         return view(*args, **kwargs)
 
-    return check_owner
+    return cast(View, check_owner)

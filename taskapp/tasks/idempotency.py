@@ -16,9 +16,10 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
 from flask_smorest import abort
-from sqlalchemy import delete, text
+from sqlalchemy import CursorResult, delete, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from taskapp.extensions import db
@@ -46,7 +47,9 @@ class Created:
         return {REPLAYED_HEADER: "true" if self.replayed else "false"}
 
 
-def create(user_id: str, header_value: str | None, fields: dict, task: Task, body: str) -> Created:
+def create(
+    user_id: str, header_value: str | None, fields: dict[str, Any], task: Task, body: str
+) -> Created:
     """Insert `task`, answered with `body`; with an Idempotency-Key, at most once per key."""
     key = key_from(header_value)
     if key is None:
@@ -72,13 +75,13 @@ def key_from(header_value: str | None) -> str | None:
     return header_value
 
 
-def fingerprint(fields: dict) -> str:
+def fingerprint(fields: dict[str, Any]) -> str:
     """The same body, however it is spaced or ordered, has the same fingerprint."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_once(user_id: str, key: str, fields: dict, task: Task, body: str) -> Created:
+def create_once(user_id: str, key: str, fields: dict[str, Any], task: Task, body: str) -> Created:
     """Insert `task` under `key`, or answer with what the key's first request created."""
     digest = fingerprint(fields)
     earlier = _earlier_answer(user_id, key, digest)
@@ -132,8 +135,7 @@ def _earlier_answer(user_id: str, key: str, digest: str) -> Created | None:
 
 def purge_expired() -> int:
     """Delete keys older than 24 hours; returns how many. Safe to run at any time."""
-    result = db.session.execute(
-        delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - KEEP_FOR)
-    )
+    statement = delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - KEEP_FOR)
+    result = cast("CursorResult[Any]", db.session.execute(statement))  # a DELETE's: a row count
     db.session.commit()
     return result.rowcount

@@ -7,11 +7,13 @@ that user's rate limit (`PROTECTED`), and every query below filters on the user.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, request, url_for
 from flask.views import MethodView
-from flask_smorest import abort
+from webargs.flaskparser import abort  # flask-smorest's abort, typed
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
 
@@ -36,9 +38,12 @@ blp = Blueprint(
     "tasks", __name__, url_prefix="/api/<user_id>/tasks", description="A signed-in user's tasks."
 )
 
+Fields = dict[str, Any]  # a request's validated body or query
+Headers = dict[str, str]
+
 # MethodView applies these first to last, so a request meets them last to first:
 # the token is verified, counted against its user, then checked to own the path.
-PROTECTED = [owner_required, per_user_limit, token_required]
+PROTECTED: list[Callable[..., Any]] = [owner_required, per_user_limit, token_required]
 
 
 class TaskIdConverter(BaseConverter):
@@ -83,7 +88,7 @@ def find_task_to_change(user_id: str, task_id: str) -> Task:
     return task
 
 
-def new_task(user_id: str, fields: dict) -> Task:
+def new_task(user_id: str, fields: Fields) -> Task:
     """A task with every column set, so it can be answered before it is written."""
     now = utcnow()
     values = {name: value for name, value in fields.items() if name != "is_completed"}
@@ -92,11 +97,11 @@ def new_task(user_id: str, fields: dict) -> Task:
     return task
 
 
-def task_url(user_id: str, task_id) -> str:
+def task_url(user_id: str, task_id: uuid.UUID) -> str:
     return url_for("tasks.TaskItem", user_id=user_id, task_id=task_id, _external=True)
 
 
-def etag_header(version: int) -> dict:
+def etag_header(version: int) -> Headers:
     """A task's ETag is its version: SQLAlchemy bumps it on every change."""
     return {"ETag": quote_etag(str(version))}
 
@@ -115,7 +120,7 @@ class TaskCollection(MethodView):
         },
     )
     @blp.error_responses(*ALWAYS, 422)
-    def get(self, args: dict, user_id: str):
+    def get(self, args: Fields, user_id: str) -> tuple[Sequence[Task], int, Headers]:
         """List your tasks, newest first, a page at a time.
 
         `Link: <...>; rel="next"` names the next page while there is one;
@@ -138,7 +143,7 @@ class TaskCollection(MethodView):
         201, TaskResponseSchema, headers={"Location": header("The new task's URL."), **ETAG}
     )
     @blp.error_responses(*ALWAYS, *WITH_BODY, 409)
-    def post(self, fields: dict, user_id: str):
+    def post(self, fields: Fields, user_id: str) -> Response:
         """Create a task.
 
         With an `Idempotency-Key` header, a retry with the same key and body within
@@ -165,7 +170,7 @@ class TaskItem(MethodView):
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.alt_response(304, response="NOT_MODIFIED", headers=ETAG)
     @blp.error_responses(*ALWAYS, 404, 422)
-    def get(self, user_id: str, task_id: str):
+    def get(self, user_id: str, task_id: str) -> Response | tuple[Task, int, Headers]:
         """Get one task."""
         task = find_task(user_id, task_id)
         # Weak comparison (RFC 9110): a proxy that compresses may weaken the ETag.
@@ -176,7 +181,7 @@ class TaskItem(MethodView):
     @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
-    def put(self, fields: dict, user_id: str, task_id: str):
+    def put(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
         """Change a task: only the fields sent are changed."""
         task = find_task_to_change(user_id, task_id)
         if "is_completed" in fields:
@@ -188,7 +193,7 @@ class TaskItem(MethodView):
 
     @blp.response(204)
     @blp.error_responses(*ALWAYS, 404, 412, 422)
-    def delete(self, user_id: str, task_id: str):
+    def delete(self, user_id: str, task_id: str) -> None:
         """Delete a task."""
         task = find_task_to_change(user_id, task_id)
         db.session.delete(task)
@@ -202,7 +207,7 @@ class TaskCompletion(MethodView):
     @blp.arguments(CompletionSchema, required=False)
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
-    def patch(self, fields: dict, user_id: str, task_id: str):
+    def patch(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
         """Complete or reopen a task: toggles without a body, sets `is_completed` with one."""
         task = find_task_to_change(user_id, task_id)
         if "is_completed" in fields:

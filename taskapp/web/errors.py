@@ -10,6 +10,7 @@ being down and unexpected exceptions through the handlers registered below; the
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify
 from marshmallow import Schema, fields
@@ -60,10 +61,10 @@ class ServiceUnavailable(Exception):
 def error_response(
     status: int,
     detail: str | None = None,
-    errors: dict | None = None,
-    headers: dict | None = None,
+    errors: dict[str, list[str]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict = {"detail": detail or DEFAULT_DETAILS.get(status, "Request failed.")}
+    body: dict[str, Any] = {"detail": detail or DEFAULT_DETAILS.get(status, "Request failed.")}
     if errors:
         body["errors"] = errors
     response = jsonify(body)
@@ -72,9 +73,9 @@ def error_response(
     return response
 
 
-def _validation_errors(messages) -> dict:
+def _validation_errors(messages: dict[str, Any]) -> dict[str, list[str]]:
     """webargs reports `{location: {field: [...]}}`; clients want `{field: [...]}`."""
-    errors: dict = {}
+    errors: dict[str, list[str]] = {}
     for location_messages in messages.values():
         if isinstance(location_messages, dict):
             for field, field_messages in location_messages.items():
@@ -84,7 +85,7 @@ def _validation_errors(messages) -> dict:
     return errors
 
 
-def _flat(messages) -> list[str]:
+def _flat(messages: object) -> list[str]:
     if isinstance(messages, dict):  # nested, e.g. {"_schema": [...]}
         return [text for value in messages.values() for text in _flat(value)]
     if isinstance(messages, list):
