@@ -152,7 +152,7 @@ class TaskCollection(MethodView):
         the first request is still running is a 409.
         """
         task = new_task(user_id, fields)
-        body = current_app.json.dumps(TaskResponseSchema().dump(task))
+        body = current_app.json.dumps(TaskResponseSchema().dump(task), separators=(",", ":"))
         key = request.headers.get(idempotency.HEADER)
         created = idempotency.create(user_id, key, fields, task, body)
         headers = {
