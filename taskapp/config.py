@@ -234,9 +234,8 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "AUTH_ENABLED": auth_enabled,
         "SQLALCHEMY_DATABASE_URI": database_url(settings.raw("DATABASE_URL"), instance_path),
         "SQLALCHEMY_ENGINE_OPTIONS": {
-            # Serverless PostgreSQL (Neon) closes idle connections: test each one
-            # before use and never keep one longer than five minutes.
-            "pool_pre_ping": True,
+            # Never keep a connection longer than five minutes (serverless PostgreSQL
+            # closes idle ones); taskapp.extensions tests one that sat idle before use.
             "pool_recycle": 300,
         },
         "MAX_CONTENT_LENGTH": int(settings.number("MAX_BODY_BYTES", 64 * 1024, 1)),

@@ -5,13 +5,16 @@ taskapp.web.cors.
 """
 
 import sqlite3
+import time
 from typing import Any
 
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from taskapp.web.api import Api
 
@@ -47,3 +50,31 @@ def _unicode_lower_on_sqlite(dbapi_connection: object, _record: object) -> None:
 
 def _lower(text: Any) -> Any:
     return text.lower() if isinstance(text, str) else text
+
+
+# A pooled connection left unused this long is tested before it is handed out, so a
+# database that restarted or dropped idle connections (serverless PostgreSQL) meanwhile
+# costs no request. A busy connection is not tested: SQLAlchemy's pool_pre_ping would
+# add a round trip to every request. Reads that meet a connection dropped while it
+# was busy are retried (taskapp.tasks.json_reads); a write gets 503 and Retry-After.
+IDLE_SECONDS_BEFORE_PING = 1.0
+
+
+@event.listens_for(Pool, "checkin")
+def _note_idle_since(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_after_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    idle_since = record.info.pop("idle_since", None)
+    if idle_since is None or time.monotonic() - idle_since < IDLE_SECONDS_BEFORE_PING:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_connection.rollback()
+    except Exception as error:  # any driver's error: the connection is gone
+        # The pool's documented answer: it discards this one and connects anew.
+        raise DisconnectionError() from error

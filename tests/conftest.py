@@ -50,6 +50,9 @@ def database_url(request, tmp_path_factory):
     with app.app_context():
         flask_migrate.downgrade(revision="base")
         flask_migrate.upgrade()
+        # Tests may drop the database's connections (tests/test_stale_connections.py):
+        # the schema is removed over a fresh one.
+        db.engine.dispose()
     yield url
     with app.app_context():
         flask_migrate.downgrade(revision="base")
