@@ -1,0 +1,165 @@
+"""What one request spends, layer by layer: CPU microseconds inside the app.
+
+    BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1/taskapp_bench python -m bench.request_profile
+
+The app is configured as deployed: EdDSA tokens verified through a JWKS served on
+127.0.0.1, JSON request logs (to /dev/null), rate limits on (limits too high to
+trip). One user gets N_TASKS tasks (default 50; the database must be one the
+benchmark may fill, and its tasks for that user are replaced). Each request is
+handed to the WSGI app directly, so no HTTP client or server is measured; the
+figure is the CPU time of this process (process_time), and the breakdown comes
+from cProfile, each function's own time added to its layer (a C function's to
+the layer that called it). A profiler slows what it measures, so the layers are
+shares of the unprofiled total.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import cProfile
+import json
+import os
+import pstats
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import flask_migrate
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import delete
+from werkzeug.test import EnvironBuilder
+
+from taskapp import create_app
+from taskapp.extensions import db
+from taskapp.models import Task
+
+USER = "bench-profile-user"
+N_TASKS = int(os.environ.get("N_TASKS", "50"))
+REQUESTS = int(os.environ.get("REQUESTS", "500"))
+
+# (layer, what a file path contains), first match wins.
+LAYERS = [
+    ("JWT verification", ("jwt/", "flask_jwt_extended", "cryptography", "taskapp/auth")),
+    ("rate limits", ("flask_limiter", "limits/", "taskapp/web/ratelimit")),
+    ("request log", ("structlog", "logging/", "taskapp/web/logs")),
+    ("serialization", ("marshmallow", "orjson", "json/", "taskapp/tasks/schemas")),
+    ("SQL and ORM", ("sqlalchemy", "psycopg2", "flask_sqlalchemy", "taskapp/tasks/listing")),
+    ("arguments (webargs)", ("webargs",)),
+    ("flask-smorest", ("flask_smorest",)),
+    ("Flask and Werkzeug", ("flask/", "werkzeug", "flask_cors")),
+    ("taskapp views", ("taskapp/",)),
+]
+
+
+def layer_of(filename: str) -> str:
+    for name, parts in LAYERS:
+        if any(part in filename for part in parts):
+            return name
+    return "other (standard library)"
+
+
+def serve_jwks(public_jwk: dict) -> str:
+    body = json.dumps({"keys": [public_jwk]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"
+
+
+def main() -> None:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if not url:
+        sys.exit("set BENCH_DATABASE_URL to a PostgreSQL database the benchmark may fill")
+    key = ed25519.Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    issuer = serve_jwks({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "k1", "x": x})
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "BETTER_AUTH_URL": issuer,
+            "RATELIMIT_PER_USER": "100000000/minute",
+            "RATELIMIT_PER_IP": "100000000/minute",
+        }
+    )
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the request log, for the whole run)
+    now = int(time.time())
+    claims = {"sub": USER, "iat": now, "exp": now + 3600, "iss": issuer, "aud": issuer}
+    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "k1"})
+    headers = {"Authorization": f"Bearer {token}"}
+    with app.app_context():
+        flask_migrate.upgrade()
+        db.session.execute(delete(Task).where(Task.user_id == USER))
+        db.session.commit()
+    client = app.test_client()
+    ids = []
+    for n in range(N_TASKS):
+        created = client.post(
+            f"/api/{USER}/tasks",
+            json={"title": f"task {n}", "description": "words"},
+            headers=headers,
+        )
+        ids.append(created.json["id"])
+    for label, path in (("list", f"/api/{USER}/tasks"), ("get one", f"/api/{USER}/tasks/{ids[0]}")):
+        profile(app, label, EnvironBuilder(path=path, headers=headers).get_environ())
+
+
+def profile(app, label: str, environ: dict) -> None:
+    def request() -> None:
+        body = app.wsgi_app(dict(environ), lambda status, headers, exc_info=None: None)
+        b"".join(body)
+        if hasattr(body, "close"):
+            body.close()
+
+    for _ in range(50):
+        request()
+    started = time.process_time()
+    for _ in range(REQUESTS):
+        request()
+    per_request = (time.process_time() - started) / REQUESTS * 1e6
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(REQUESTS):
+        request()
+    profiler.disable()
+    layers: collections.Counter[str] = collections.Counter()
+    unplaced: collections.Counter[str] = collections.Counter()
+    for (filename, _line, name), (_cc, _nc, own, _cum, callers) in pstats.Stats(
+        profiler
+    ).stats.items():
+        if filename == "~" and callers:  # a C function: its caller's layer
+            filename = next(iter(callers))[0]
+        layers[layer_of(filename)] += own
+        if layer_of(filename).startswith("other"):
+            unplaced[f"{os.path.basename(filename)}:{name}"] += own
+    total = sum(layers.values())
+    print(f"\n{label} ({N_TASKS} tasks): {per_request:,.0f} µs of CPU per request")
+    for name, seconds in layers.most_common():
+        print(f"  {name:28s} {seconds / total * per_request:7,.0f} µs  {seconds / total:6.1%}")
+    print(
+        "  of which, the standard library's most: "
+        + ", ".join(
+            f"{name} {seconds / total * per_request:,.0f} µs"
+            for name, seconds in unplaced.most_common(5)
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
