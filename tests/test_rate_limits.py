@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from limits.storage import MemoryStorage
 
 from taskapp import create_app
 from taskapp.config import ConfigError
+from taskapp.web.ratelimit import SweptMemoryStorage, limiter
 from tests.support import HS_SECRET, Gunicorn, bearer, free_port, run_gunicorn, unavailable
 
 FRONTEND = "https://app.example.com"
@@ -369,3 +371,42 @@ def test_requests_are_served_when_redis_is_down(database_url, tmp_path, auth):
             assert headers["X-RateLimit-Remaining"] == remaining
         assert get(f"{server.url}/readyz")[0] == 200
         server.log.wait_for("Rate limit storage unreachable")
+
+
+# --- memory://, swept on the request path -----------------------------------------------
+
+
+def test_memory_storage_starts_no_thread_per_request(limited, auth, monkeypatch):
+    app = limited()
+    timers = []
+    monkeypatch.setattr(
+        "limits.storage.memory.threading.Timer", lambda *args: timers.append(args) or None
+    )
+    client = app.test_client()
+    for _ in range(20):
+        assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 200
+    assert timers == []
+    assert isinstance(limiter.storage, SweptMemoryStorage)
+
+
+def test_memory_storage_sweeps_expired_counters_at_most_once_a_second(monkeypatch):
+    storage = SweptMemoryStorage()
+    storage.incr("gone-soon", expiry=1)
+    storage.incr("kept", expiry=3600)
+    later = time.time() + 2
+    monkeypatch.setattr("limits.storage.memory.time.time", lambda: later)
+    # Within the second since the last sweep, nothing is swept yet...
+    storage.incr("another", expiry=3600)
+    assert "gone-soon" in storage.storage
+    # ...and after it, the next hit sweeps what expired.
+    monkeypatch.setattr(SweptMemoryStorage, "SWEEP_SECONDS", 0)
+    storage.incr("another", expiry=3600)
+    assert "gone-soon" not in storage.storage
+    assert storage.get("kept") == 1
+
+
+def test_the_memory_storage_hook_it_replaces_still_exists():
+    # limits calls these private methods itself; if they are renamed, taskapp's
+    # sweep would silently stop replacing the timer thread.
+    assert callable(getattr(MemoryStorage, "_MemoryStorage__schedule_expiry", None))
+    assert callable(getattr(MemoryStorage, "_MemoryStorage__expire_events", None))
