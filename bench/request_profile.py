@@ -143,11 +143,16 @@ def profile(app, label: str, environ: dict) -> None:
     for (filename, _line, name), (_cc, _nc, own, _cum, callers) in pstats.Stats(
         profiler
     ).stats.items():
-        if filename == "~" and callers:  # a C function: its caller's layer
-            filename = next(iter(callers))[0]
-        layers[layer_of(filename)] += own
-        if layer_of(filename).startswith("other"):
-            unplaced[f"{os.path.basename(filename)}:{name}"] += own
+        # A C function's time is charged to the layers of its callers, each its share.
+        shares = (
+            [(caller[0], timing[2]) for caller, timing in callers.items()]
+            if filename == "~" and callers
+            else [(filename, own)]
+        )
+        for place, seconds in shares:
+            layers[layer_of(place)] += seconds
+            if layer_of(place).startswith("other"):
+                unplaced[f"{os.path.basename(place)}:{name}"] += seconds
     total = sum(layers.values())
     print(f"\n{label} ({N_TASKS} tasks): {per_request:,.0f} µs of CPU per request")
     for name, seconds in layers.most_common():
