@@ -7,12 +7,12 @@ taskapp.web.cors.
 import sqlite3
 from typing import Any
 
-from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
+from taskapp.auth.token_cache import CachingJWTManager
 from taskapp.web.api import Api
 
 
@@ -33,7 +33,8 @@ class Base(DeclarativeBase):
 # (which would cost a SELECT per write).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
-jwt = JWTManager()
+# flask-jwt-extended's JWTManager, verifying each accepted token once per worker.
+jwt = CachingJWTManager()
 api = Api()
 
 
