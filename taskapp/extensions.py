@@ -8,7 +8,6 @@ import sqlite3
 import time
 from typing import Any
 
-from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
@@ -16,6 +15,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
+from taskapp.auth.token_cache import CachingJWTManager
 from taskapp.web.api import Api
 
 
@@ -36,7 +36,8 @@ class Base(DeclarativeBase):
 # (which would cost a SELECT per write).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
-jwt = JWTManager()
+# flask-jwt-extended's JWTManager, verifying each accepted token once per worker.
+jwt = CachingJWTManager()
 api = Api()
 
 

@@ -634,6 +634,21 @@ def test_keyset_ignores_keys_with_private_parameters(key_server, signing_key):
     assert_key_verifies(keyset, signing_key)
 
 
+def test_keyset_generation_counts_changes_of_the_keys(key_server, signing_key):
+    keyset = keyset_for(key_server)
+    assert keyset.jwk(signing_key.kid) is not None
+    assert keyset.generation == 0  # the first keys are not a change
+    assert keyset.jwk("unknown") is None  # a refetch that finds the same keys
+    assert keyset.generation == 0
+    key_server.publish(signing_key, SigningKey("EdDSA"))
+    assert keyset.jwk("unknown") is None
+    assert keyset.generation == 1
+    key_server.publish(SigningKey("EdDSA"))  # the first key is withdrawn
+    assert keyset.jwk("unknown") is None
+    assert keyset.jwk(signing_key.kid) is None
+    assert keyset.generation == 2
+
+
 MALFORMED_KEYS = {
     "no-kty": {"kid": "bad"},
     "unknown-kty": {"kty": "XYZ", "kid": "bad"},

@@ -3,7 +3,9 @@
 The cache is refreshed when it is older than `cache_seconds` or when a token names
 a `kid` it does not hold (rotation), but never more often than once per
 `min_refetch_seconds`, so tokens with random kids cannot hammer the key server.
-When the key server is down, the keys already held keep working.
+When the key server is down, the keys already held keep working. `generation` counts
+the changes of the keys in use, so what was verified with older keys can be forgotten
+(taskapp.auth.token_cache).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class KeySet:
         self.cache_seconds = cache_seconds
         self.min_refetch_seconds = min_refetch_seconds
         self._keys: dict[str, dict[str, Any]] = {}
+        # Bumped when a refresh finds other keys than those held. The first keys are
+        # not a change: nothing can have been verified before there were keys.
+        self.generation = 0
         self._parsed: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
         self._fetched_at: float | None = None
         self._attempted_at = float("-inf")
@@ -97,7 +102,10 @@ class KeySet:
             if now - self._attempted_at >= self.min_refetch_seconds:
                 self._attempted_at = now
                 try:
-                    self._keys = self._fetch()
+                    keys = self._fetch()
+                    if self._keys and keys != self._keys:
+                        self.generation += 1
+                    self._keys = keys
                     self._fetched_at = now
                     self._reachable = True
                 except (OSError, ValueError, http.client.HTTPException) as error:

@@ -6,6 +6,9 @@
 - Only the configured algorithms are accepted, and a JWKS key only with the
   algorithm it declares: `none`, or HS256 made with a public key, never verify.
 - A token must expire and must name its user (`claims_problem`).
+- An accepted token is remembered, per app and per worker, while it is valid and
+  the keys are unchanged, so its next requests skip the signature check; every rule
+  above still applies to them (`taskapp.auth.token_cache` says how).
 - A view needs a verified token (`token_required`), and the user in the path
   must be the caller (`owner_required`); every task query then filters on that user.
 """
@@ -28,6 +31,7 @@ from jwt.exceptions import (
 )
 
 from taskapp.auth.jwks import KeySet
+from taskapp.auth.token_cache import init_token_cache, remember_accepted
 from taskapp.extensions import jwt
 from taskapp.models import USER_ID_MAX
 from taskapp.web.errors import error_response
@@ -43,13 +47,15 @@ MAX_REASON_LENGTH = 120
 
 
 def init_auth(app: Flask) -> None:
+    keyset = None
     if app.config["JWKS_URL"]:
-        app.extensions[KEYSET] = KeySet(
+        keyset = app.extensions[KEYSET] = KeySet(
             app.config["JWKS_URL"],
             timeout=app.config["JWKS_TIMEOUT_SECONDS"],
             cache_seconds=app.config["JWKS_CACHE_SECONDS"],
             min_refetch_seconds=app.config["JWKS_MIN_REFETCH_SECONDS"],
         )
+    init_token_cache(app, keyset)
     jwt.init_app(app)
     # flask-jwt-extended maps the token errors it knows to its callbacks; any other
     # PyJWT error raised while verifying is still the token's fault, never a 500.
@@ -103,8 +109,12 @@ def claims_problem(payload: Claims) -> str | None:
 
 
 @jwt.token_verification_loader
-def claims_are_acceptable(_header: Claims, payload: Claims) -> bool:
-    return claims_problem(payload) is None
+def claims_are_acceptable(header: Claims, payload: Claims) -> bool:
+    # flask-jwt-extended calls this last, after every other check, on every request.
+    if claims_problem(payload) is not None:
+        return False
+    remember_accepted(header, payload)
+    return True
 
 
 def _unauthorized(description: str, reason: str, error: str | None = "invalid_token") -> Response:
