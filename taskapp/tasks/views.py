@@ -21,7 +21,14 @@ from taskapp.auth.tokens import owner_required, token_required
 from taskapp.extensions import api, db
 from taskapp.models import FIRST_VERSION, Task
 from taskapp.tasks import idempotency
-from taskapp.tasks.listing import InvalidCursor, ListQuery, count_query, encode_cursor, page_query
+from taskapp.tasks.listing import (
+    InvalidCursor,
+    ListQuery,
+    count_query,
+    encode_cursor,
+    page_query,
+    sort_key,
+)
 from taskapp.tasks.schemas import (
     CompletionSchema,
     TaskCreateSchema,
@@ -135,7 +142,8 @@ class TaskCollection(MethodView):
         headers = {"X-Total-Count": str(db.session.scalar(count_query(query)))}
         if len(tasks) > query.limit:
             tasks = tasks[: query.limit]
-            headers["Link"] = f'<{next_page_url(encode_cursor(query, tasks[-1]))}>; rel="next"'
+            cursor = encode_cursor(query, sort_key(query, tasks[-1]), tasks[-1].id)
+            headers["Link"] = f'<{next_page_url(cursor)}>; rel="next"'
         return tasks, 200, headers
 
     @blp.arguments(TaskCreateSchema)
