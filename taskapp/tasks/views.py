@@ -41,6 +41,9 @@ blp = Blueprint(
 Fields = dict[str, Any]  # a request's validated body or query
 Headers = dict[str, str]
 
+# `Prefer: count=exact` (RFC 7240; PostgREST's name) asks the list for X-Total-Count.
+EXACT_COUNT = "count=exact"
+
 # MethodView applies these first to last, so a request meets them last to first:
 # the token is verified, counted against its user, then checked to own the path.
 PROTECTED: list[Callable[..., Any]] = [owner_required, per_user_limit, token_required]
@@ -75,6 +78,15 @@ def task_key(task_id: str) -> uuid.UUID:
         return uuid.UUID(task_id)
     except ValueError:
         abort(422, messages={"path": {"task_id": ["Not a valid UUID."]}})
+
+
+def prefers_exact_count() -> bool:
+    """Whether a `Prefer` header (RFC 7240) asks for `count=exact`."""
+    return any(
+        preference.split(";")[0].replace(" ", "").lower() == EXACT_COUNT
+        for value in request.headers.getlist("Prefer")
+        for preference in value.split(",")
+    )
 
 
 def next_page_url(cursor: str) -> str:
@@ -120,25 +132,41 @@ class TaskCollection(MethodView):
         TaskResponseSchema(many=True),
         headers={
             "Link": header('`<url>; rel="next"` while there is a next page (RFC 8288).'),
-            "X-Total-Count": header("How many tasks match the filters, on every page."),
+            "X-Total-Count": header(
+                "How many tasks match the filters: on a first page that holds them all, "
+                "and on any page when the request sends `Prefer: count=exact`; "
+                "absent otherwise."
+            ),
+            "Preference-Applied": header(
+                "`count=exact` when `Prefer: count=exact` was honoured (RFC 7240)."
+            ),
         },
     )
     @blp.error_responses(*ALWAYS, 422)
     def get(self, args: Fields, user_id: str) -> Response:
         """List your tasks, newest first, a page at a time.
 
-        `Link: <...>; rel="next"` names the next page while there is one;
-        `X-Total-Count` counts every task that matches the filters.
+        `Link: <...>; rel="next"` names the next page while there is one.
+        `X-Total-Count` counts every task that matches the filters when it costs
+        nothing (a first page that holds them all); on any other page only when the
+        request sends `Prefer: count=exact`, which the answer confirms with
+        `Preference-Applied: count=exact`.
         """
         query = ListQuery(user_id=user_id, **args)
+        exact_count = prefers_exact_count()
         try:
-            page = json_reads.task_page(query, count=True)
+            page = json_reads.task_page(query, count=exact_count)
         except InvalidCursor:
             abort(422, messages={"query": {"cursor": ["Not a valid cursor for this list."]}})
-        headers: Headers = {"X-Total-Count": str(page.total)}
+        headers: Headers = {"Vary": "Prefer"}
         if page.more and page.last_id is not None:
             cursor = encode_cursor(query, page.last_key, page.last_id)
             headers["Link"] = f'<{next_page_url(cursor)}>; rel="next"'
+        if exact_count:
+            headers["X-Total-Count"] = str(page.total)
+            headers["Preference-Applied"] = EXACT_COUNT
+        elif not query.cursor and not page.more:
+            headers["X-Total-Count"] = str(page.rows)  # the first page holds every match
         return Response(page.body, 200, headers=headers, mimetype="application/json")
 
     @blp.arguments(TaskCreateSchema())
