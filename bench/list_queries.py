@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from taskapp import create_app
 from taskapp.extensions import db
-from taskapp.tasks.listing import ListQuery, encode_cursor, page_query
+from taskapp.tasks.listing import ListQuery, encode_cursor, page_query, sort_key
 
 USERS = 10_000
 TASKS = 1_000_000
@@ -85,7 +85,7 @@ def seed() -> None:
 def deep_cursor(user_id: str, depth: int) -> str:
     query = ListQuery(user_id=user_id)
     row = db.session.scalars(page_query(query).offset(depth).limit(1)).one()
-    return encode_cursor(query, row)
+    return encode_cursor(query, sort_key(query, row), row.id)
 
 
 def list_query(user_id: str, params: dict, cursor: str | None) -> ListQuery:

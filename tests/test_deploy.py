@@ -238,10 +238,13 @@ def test_the_contract_through_nginx_gunicorn_and_postgresql(app, nginx, headers)
     etag = response["ETag"]
 
     nginx.json("POST", "/api/alice/tasks", {"title": "Call mum"}, headers)
-    status, response, page = nginx.json("GET", "/api/alice/tasks?limit=1", headers=headers)
+    status, response, page = nginx.json(
+        "GET", "/api/alice/tasks?limit=1", headers={**headers, "Prefer": "count=exact"}
+    )
     assert status == 200
     assert [t["title"] for t in page] == ["Call mum"]
     assert response["X-Total-Count"] == "2"
+    assert response["Preference-Applied"] == "count=exact"
     assert response["Link"].startswith(f"<{base}/api/alice/tasks?")
     assert response["Link"].endswith('>; rel="next"')
 

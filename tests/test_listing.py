@@ -9,6 +9,9 @@ The expected order is always computed here in Python from the rows: the sort key
 then the id, both ascending or both descending. Titles are lowercase ASCII so that
 order is the same under any collation. A list is read the way a client reads it:
 the first page, then the URL in each `Link: <...>; rel="next"` until there is none.
+
+`X-Total-Count` comes free on a first page that holds every match, and otherwise only
+with `Prefer: count=exact` (`EXACT`), which the answer confirms in `Preference-Applied`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from itertools import count
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from taskapp.extensions import db
 from taskapp.models import Task
@@ -43,6 +46,7 @@ SORTS = [
 BASE = datetime(2024, 1, 1, 12, tzinfo=UTC)  # every inserted timestamp is in the past
 WORDS = ["apple", "bank", "call", "dentist", "email", "fix", "gym", "laundry", "milk", "zoo"]
 LINK = re.compile(r'<(?P<url>[^<>]+)>; rel="next"')
+EXACT = {"Prefer": "count=exact"}
 TASK_FIELDS = {
     "id",
     "user_id",
@@ -181,14 +185,23 @@ def ids(pages) -> list[str]:
     return [task["id"] for page in pages for task in page.json]
 
 
-def assert_read_in_full(pages, expected: list[str], params) -> None:
-    """`pages` hold the tasks `expected`, in order; each counts them all, and each but
-    the last links to the next keeping `params`."""
+def assert_read_in_full(pages, expected: list[str], params, exact=False) -> None:
+    """`pages` hold the tasks `expected`, in order, and each but the last links to the
+    next keeping `params`. Every page counts them all when `exact` (the pages were asked
+    with `Prefer: count=exact`); otherwise only a first page that is the last one does."""
     assert ids(pages) == expected
-    assert all(page.headers["X-Total-Count"] == str(len(expected)) for page in pages)
     for page in pages[:-1]:
         assert_link_keeps(page, params)
     assert "Link" not in pages[-1].headers
+    if exact:
+        assert all(page.headers["X-Total-Count"] == str(len(expected)) for page in pages)
+        assert all(page.headers["Preference-Applied"] == "count=exact" for page in pages)
+    elif len(pages) == 1:
+        assert pages[0].headers["X-Total-Count"] == str(len(expected))
+    else:
+        assert not any("X-Total-Count" in page.headers for page in pages)
+    if not exact:
+        assert not any("Preference-Applied" in page.headers for page in pages)
 
 
 def assert_error(response, field):
@@ -205,10 +218,10 @@ def assert_error(response, field):
 def test_paging_through_250_tasks_sees_each_once_in_order(app, client, auth, sort):
     rows = varied_rows(250)
     insert_rows(app, rows + varied_rows(30, user="bob", seed=5))
-    for limit in (100, 7):
+    for limit, exact in ((100, False), (7, False), (100, True)):
         params = [("sort", sort), ("limit", limit)]
-        pages = read_all(client, auth(), params)
-        assert_read_in_full(pages, in_order(rows, sort), params)  # 250, counted on each page
+        pages = read_all(client, {**auth(), **(EXACT if exact else {})}, params)
+        assert_read_in_full(pages, in_order(rows, sort), params, exact)  # 250 when counted
         assert len(pages) == math.ceil(250 / limit)
         assert all(len(page.json) == limit for page in pages[:-1])
 
@@ -235,8 +248,8 @@ def test_paging_a_filtered_list_keeps_every_parameter_and_counts_the_matches(
         ("sort", sort),
         ("limit", 7),
     ]
-    pages = read_all(client, auth(), params)
-    assert_read_in_full(pages, in_order(matching, sort), params)
+    pages = read_all(client, {**auth(), **EXACT}, params)
+    assert_read_in_full(pages, in_order(matching, sort), params, exact=True)
 
 
 @pytest.mark.parametrize("sort", SORTS)
@@ -322,14 +335,18 @@ def test_ties_on_the_sort_key_are_broken_by_id_with_none_skipped_or_repeated(
     assert ids(pages) == in_order(same + earlier + later, sort)
 
 
-def test_no_parameters_returns_the_100_newest_first_and_the_total(app, client, auth):
+def test_no_parameters_returns_the_100_newest_first_and_the_total_on_request(app, client, auth):
     rows = varied_rows(150)
     insert_rows(app, rows)
     response = client.get(url(), headers=auth())
     assert response.status_code == 200
     assert [task["id"] for task in response.json] == in_order(rows, "-created_at")[:100]
-    assert response.headers["X-Total-Count"] == "150"
+    assert "X-Total-Count" not in response.headers  # a full page cannot tell
     assert_link_keeps(response, [])
+    counted = client.get(url(), headers={**auth(), **EXACT})
+    assert counted.json == response.json
+    assert counted.headers["X-Total-Count"] == "150"
+    assert counted.headers["Preference-Applied"] == "count=exact"
 
 
 def test_the_body_is_a_plain_json_array_of_tasks_even_when_paged(client, auth, create_task):
@@ -342,6 +359,83 @@ def test_the_body_is_a_plain_json_array_of_tasks_even_when_paged(client, auth, c
     assert [set(task) for task in response.json] == [TASK_FIELDS, TASK_FIELDS]
     assert [task["title"] for task in response.json] == ["three", "two"]
     assert "Link" in response.headers
+
+
+# --- the total -------------------------------------------------------------------
+
+
+@pytest.fixture
+def statements(app):
+    """The SQL statements the app sends while the test runs."""
+    sent: list[str] = []
+
+    def record(_connection, _cursor, statement, *_args):
+        sent.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_first_page_that_holds_every_match_counts_itself_without_a_count(
+    app, client, auth, statements
+):
+    insert_rows(app, varied_rows(9))
+    statements.clear()
+    response = client.get(url([("limit", 10)]), headers=auth())
+    assert response.status_code == 200
+    assert response.headers["X-Total-Count"] == "9"
+    assert "Preference-Applied" not in response.headers
+    assert response.headers["Vary"] == "Prefer"
+    assert len(statements) == 1  # the page, nothing else: one round trip
+    assert "total" not in statements[0]  # json_reads labels its COUNT so
+
+
+def test_a_full_first_page_and_later_pages_have_no_total_unless_asked(
+    app, client, auth, statements
+):
+    insert_rows(app, varied_rows(10))
+    first = client.get(url([("limit", 5)]), headers=auth())  # full: more may follow
+    later = client.get(next_url(first), headers=auth())  # the last page, but not the first
+    for page in (first, later):
+        assert page.status_code == 200
+        assert len(page.json) == 5
+        assert "X-Total-Count" not in page.headers
+        assert "Preference-Applied" not in page.headers
+    assert not any("total" in statement for statement in statements)
+
+
+@pytest.mark.parametrize(
+    "prefer",
+    [
+        ["count=exact"],
+        ["return=minimal, count=exact"],
+        ["Count=Exact"],
+        ["count = exact; foo=bar"],
+        ["return=minimal", "count=exact"],
+    ],
+)
+def test_prefer_count_exact_counts_every_page_and_says_so(app, client, auth, prefer):
+    insert_rows(app, varied_rows(12) + varied_rows(4, user="bob"))
+    headers = [*auth().items(), *(("Prefer", value) for value in prefer)]
+    first = client.get(url([("limit", 5)]), headers=headers)
+    later = client.get(next_url(first), headers=headers)
+    small = client.get(url([("limit", 100)]), headers=headers)  # the page proves it too
+    for page in (first, later, small):
+        assert page.status_code == 200
+        assert page.headers["X-Total-Count"] == "12"
+        assert page.headers["Preference-Applied"] == "count=exact"
+
+
+@pytest.mark.parametrize("prefer", ["count=estimated", "count", "return=minimal", "count=exactly"])
+def test_other_preferences_are_not_counted(app, client, auth, prefer):
+    insert_rows(app, varied_rows(12))
+    response = client.get(url([("limit", 5)]), headers={**auth(), "Prefer": prefer})
+    assert response.status_code == 200
+    assert "X-Total-Count" not in response.headers
+    assert "Preference-Applied" not in response.headers
 
 
 # --- filters --------------------------------------------------------------------
@@ -521,7 +615,7 @@ def test_updated_since_sync_flow_returns_exactly_what_changed(client, auth, crea
     assert put.status_code == 200
     added = create_task(title="added later")["id"]
 
-    delta = read_all(client, auth(), [("updated_since", watermark), ("limit", 2)])
+    delta = read_all(client, {**auth(), **EXACT}, [("updated_since", watermark), ("limit", 2)])
     assert sorted(ids(delta)) == sorted([edited, completed, reprioritised, added])
     assert all(page.headers["X-Total-Count"] == "4" for page in delta)
     changes = {task["id"]: task for page in delta for task in page.json}

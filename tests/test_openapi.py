@@ -44,7 +44,7 @@ def test_every_operation_documents_its_errors_with_the_error_schema(client):
 def test_list_documents_its_paging_headers(client):
     spec = client.get("/openapi.json").json
     headers = spec["paths"]["/api/{user_id}/tasks"]["get"]["responses"]["200"]["headers"]
-    assert {"Link", "X-Total-Count"} <= set(headers)
+    assert {"Link", "X-Total-Count", "Preference-Applied"} <= set(headers)
 
 
 def test_docs_page_is_served_with_its_assets_from_the_app(client):

@@ -95,16 +95,33 @@ def count_query(query: ListQuery) -> Select[int]:
     return select(func.count()).select_from(Task).where(*query.filters())
 
 
-def page_query(query: ListQuery) -> Select[Task]:
-    """One page plus one row: the extra row tells whether there is a next page."""
+def page_select(query: ListQuery, *columns: Any) -> Select[Any]:
+    """One page plus one row of `columns`, in the sort's order, after the cursor's row:
+    the extra row tells whether there is a next page. The one statement builder of the
+    list: `page_query` selects tasks with it, taskapp.tasks.json_reads JSON text.
+
+    Raises InvalidCursor when the query's cursor is not one of its own.
+    """
     column, descending = SORTS[query.sort]
-    statement = select(Task).where(*query.filters())
+    statement = select(*columns).where(*query.filters())
     if query.cursor:
         value, last_id = decode_cursor(query)
         after = _after(column, descending, value, last_id)
         statement = statement.where(after)
-    order = (column.desc(), Task.id.desc()) if descending else (column.asc(), Task.id.asc())
-    return statement.order_by(*order).limit(query.limit + 1)
+    return statement.order_by(*sort_order(query)).limit(query.limit + 1)
+
+
+def page_query(query: ListQuery) -> Select[Any]:
+    """One page of tasks plus one row (see `page_select`)."""
+    return page_select(query, Task)
+
+
+def sort_order(query: ListQuery) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """ORDER BY the sort key, then the id, both in the sort's direction."""
+    column, descending = SORTS[query.sort]
+    if descending:
+        return column.desc(), Task.id.desc()
+    return column.asc(), Task.id.asc()
 
 
 def _after(
@@ -117,17 +134,22 @@ def _after(
     return row < bound if descending else row > bound
 
 
-def encode_cursor(query: ListQuery, last: Task) -> str:
-    column, _ = SORTS[query.sort]
-    value = getattr(last, column.key)
+def encode_cursor(query: ListQuery, value: object, last_id: uuid.UUID) -> str:
+    """The cursor of the page that ended with the row whose sort key is `value`."""
     payload = {
         "v": value.isoformat() if isinstance(value, datetime) else value,
-        "i": last.id.hex,
+        "i": last_id.hex,
         "f": query.fingerprint(),
     }
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     raw = f"{_digest(body)}{body}".encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def sort_key(query: ListQuery, task: Task) -> object:
+    """A task's value of the query's sort key, as `encode_cursor` takes it."""
+    column, _ = SORTS[query.sort]
+    return getattr(task, column.key)
 
 
 def decode_cursor(query: ListQuery) -> tuple[object, uuid.UUID]:

@@ -7,7 +7,7 @@ that user's rate limit (`PROTECTED`), and every query below filters on the user.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,8 +20,8 @@ from werkzeug.routing import BaseConverter
 from taskapp.auth.tokens import owner_required, token_required
 from taskapp.extensions import api, db
 from taskapp.models import FIRST_VERSION, Task
-from taskapp.tasks import idempotency
-from taskapp.tasks.listing import InvalidCursor, ListQuery, count_query, encode_cursor, page_query
+from taskapp.tasks import idempotency, json_reads
+from taskapp.tasks.listing import InvalidCursor, ListQuery, encode_cursor
 from taskapp.tasks.schemas import (
     CompletionSchema,
     TaskCreateSchema,
@@ -41,13 +41,16 @@ blp = Blueprint(
 Fields = dict[str, Any]  # a request's validated body or query
 Headers = dict[str, str]
 
+# `Prefer: count=exact` (RFC 7240; PostgREST's name) asks the list for X-Total-Count.
+EXACT_COUNT = "count=exact"
+
 # MethodView applies these first to last, so a request meets them last to first:
 # the token is verified, counted against its user, then checked to own the path.
 PROTECTED: list[Callable[..., Any]] = [owner_required, per_user_limit, token_required]
 
 
 class TaskIdConverter(BaseConverter):
-    """Any path segment, documented as a UUID: `find_task` answers 422 when it is not one
+    """Any path segment, documented as a UUID: `task_key` answers 422 when it is not one
     (Werkzeug's own uuid converter would answer 404, as if the route did not exist)."""
 
 
@@ -63,14 +66,27 @@ def find_task(user_id: str, task_id: str, for_update: bool = False) -> Task:
     `for_update` locks the row (PostgreSQL) until the transaction ends, so a second
     writer waits and then sees the first one's result instead of failing mid-way.
     """
-    try:
-        key = uuid.UUID(task_id)
-    except ValueError:
-        abort(422, messages={"path": {"task_id": ["Not a valid UUID."]}})
-    task = db.session.get(Task, (user_id, key), with_for_update=for_update)
+    task = db.session.get(Task, (user_id, task_key(task_id)), with_for_update=for_update)
     if task is None:
         abort(404, message="Task not found.")
     return task
+
+
+def task_key(task_id: str) -> uuid.UUID:
+    """The path's task id, or 422."""
+    try:
+        return uuid.UUID(task_id)
+    except ValueError:
+        abort(422, messages={"path": {"task_id": ["Not a valid UUID."]}})
+
+
+def prefers_exact_count() -> bool:
+    """Whether a `Prefer` header (RFC 7240) asks for `count=exact`."""
+    return any(
+        preference.split(";")[0].replace(" ", "").lower() == EXACT_COUNT
+        for value in request.headers.getlist("Prefer")
+        for preference in value.split(",")
+    )
 
 
 def next_page_url(cursor: str) -> str:
@@ -110,35 +126,50 @@ def etag_header(version: int) -> Headers:
 class TaskCollection(MethodView):
     decorators = PROTECTED
 
-    @blp.arguments(TaskListQuerySchema, location="query")
+    @blp.arguments(TaskListQuerySchema(), location="query")
     @blp.response(
         200,
         TaskResponseSchema(many=True),
         headers={
             "Link": header('`<url>; rel="next"` while there is a next page (RFC 8288).'),
-            "X-Total-Count": header("How many tasks match the filters, on every page."),
+            "X-Total-Count": header(
+                "How many tasks match the filters: on a first page that holds them all, "
+                "and on any page when the request sends `Prefer: count=exact`; "
+                "absent otherwise."
+            ),
+            "Preference-Applied": header(
+                "`count=exact` when `Prefer: count=exact` was honoured (RFC 7240)."
+            ),
         },
     )
     @blp.error_responses(*ALWAYS, 422)
-    def get(self, args: Fields, user_id: str) -> tuple[Sequence[Task], int, Headers]:
+    def get(self, args: Fields, user_id: str) -> Response:
         """List your tasks, newest first, a page at a time.
 
-        `Link: <...>; rel="next"` names the next page while there is one;
-        `X-Total-Count` counts every task that matches the filters.
+        `Link: <...>; rel="next"` names the next page while there is one.
+        `X-Total-Count` counts every task that matches the filters when it costs
+        nothing (a first page that holds them all); on any other page only when the
+        request sends `Prefer: count=exact`, which the answer confirms with
+        `Preference-Applied: count=exact`.
         """
         query = ListQuery(user_id=user_id, **args)
+        exact_count = prefers_exact_count()
         try:
-            statement = page_query(query)
+            page = json_reads.task_page(query, count=exact_count)
         except InvalidCursor:
             abort(422, messages={"query": {"cursor": ["Not a valid cursor for this list."]}})
-        tasks = db.session.scalars(statement).all()
-        headers = {"X-Total-Count": str(db.session.scalar(count_query(query)))}
-        if len(tasks) > query.limit:
-            tasks = tasks[: query.limit]
-            headers["Link"] = f'<{next_page_url(encode_cursor(query, tasks[-1]))}>; rel="next"'
-        return tasks, 200, headers
+        headers: Headers = {"Vary": "Prefer"}
+        if page.more and page.last_id is not None:
+            cursor = encode_cursor(query, page.last_key, page.last_id)
+            headers["Link"] = f'<{next_page_url(cursor)}>; rel="next"'
+        if exact_count:
+            headers["X-Total-Count"] = str(page.total)
+            headers["Preference-Applied"] = EXACT_COUNT
+        elif not query.cursor and not page.more:
+            headers["X-Total-Count"] = str(page.rows)  # the first page holds every match
+        return Response(page.body, 200, headers=headers, mimetype="application/json")
 
-    @blp.arguments(TaskCreateSchema)
+    @blp.arguments(TaskCreateSchema())
     @blp.response(
         201, TaskResponseSchema, headers={"Location": header("The new task's URL."), **ETAG}
     )
@@ -170,15 +201,19 @@ class TaskItem(MethodView):
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.alt_response(304, response="NOT_MODIFIED", headers=ETAG)
     @blp.error_responses(*ALWAYS, 404, 422)
-    def get(self, user_id: str, task_id: str) -> Response | tuple[Task, int, Headers]:
+    def get(self, user_id: str, task_id: str) -> Response:
         """Get one task."""
-        task = find_task(user_id, task_id)
+        task = json_reads.task(user_id, task_key(task_id))
+        if task is None:
+            abort(404, message="Task not found.")
         # Weak comparison (RFC 9110): a proxy that compresses may weaken the ETag.
         if request.if_none_match.contains_weak(str(task.version)):
             return Response(status=304, headers=etag_header(task.version))
-        return task, 200, etag_header(task.version)
+        return Response(
+            task.body, 200, headers=etag_header(task.version), mimetype="application/json"
+        )
 
-    @blp.arguments(TaskUpdateSchema)
+    @blp.arguments(TaskUpdateSchema())
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
     def put(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
@@ -204,7 +239,7 @@ class TaskItem(MethodView):
 class TaskCompletion(MethodView):
     decorators = PROTECTED
 
-    @blp.arguments(CompletionSchema, required=False)
+    @blp.arguments(CompletionSchema(), required=False)
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
     def patch(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:

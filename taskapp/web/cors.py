@@ -20,6 +20,7 @@ REQUEST_HEADERS = [
     "Content-Type",
     "If-Match",
     "If-None-Match",
+    "Prefer",
     idempotency.HEADER,
     logs.REQUEST_ID_HEADER,
 ]
@@ -27,6 +28,7 @@ EXPOSED_HEADERS = [
     "ETag",
     "Link",
     "Location",
+    "Preference-Applied",
     "Retry-After",
     "X-Total-Count",
     logs.REQUEST_ID_HEADER,
