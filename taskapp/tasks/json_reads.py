@@ -58,7 +58,14 @@ from sqlalchemy.exc import DBAPIError
 
 from taskapp.extensions import db
 from taskapp.models import Task
-from taskapp.tasks.listing import SORTS, ListQuery, count_query, page_select, sort_order
+from taskapp.tasks.listing import (
+    SORTS,
+    ListQuery,
+    QueryShape,
+    count_query,
+    page_select,
+    sort_order,
+)
 
 # PostgreSQL's to_char pattern for UTCTimestamp's format: 2026-01-17T09:30:00.123456Z
 PG_TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
@@ -85,8 +92,10 @@ def task_page(query: ListQuery, count: bool = False) -> TaskPage:
 
     `count` adds an exact COUNT of every match. Raises InvalidCursor as `page_select`.
     """
+    parameters = query.parameters()  # first: an edited cursor is refused before any I/O
+    statement = _page_statement(query.shape(), count, db.engine.dialect.name)
     # An aggregate without GROUP BY: always exactly one row.
-    (row,) = _read(_page_statement(query, count, db.engine.dialect.name))
+    (row,) = _read(statement, parameters)
     return TaskPage(
         body=row.body,
         rows=row.rows,
@@ -120,10 +129,15 @@ def _read(statement: Executable, parameters: dict[str, Any] | None = None) -> Se
 # --- the statements -------------------------------------------------------------
 
 
-def _page_statement(query: ListQuery, count: bool, dialect: str) -> Executable:
+@cache
+def _page_statement(shape: QueryShape, count: bool, dialect: str) -> Executable:
     """WITH page AS (the page plus one row, numbered) SELECT the JSON array of the first
     `limit`, their number, whether the extra row exists, and the last one's sort key and id.
+
+    Built once per shape of query (see ListQuery.shape): building it, and walking it for
+    SQLAlchemy's cache key, cost more than running it.
     """
+    query = shape.example()
     column, _ = SORTS[query.sort]
     page = (
         page_select(

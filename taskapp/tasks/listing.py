@@ -7,6 +7,10 @@ names the last row seen and a fingerprint of the user, sort and filters it
 belongs to, with a checksum. It is not secret (every query is the caller's own
 tasks anyway); a cursor that was edited, or that belongs to another user or
 another query, is refused with 422.
+
+Statements hold no values: each value is a named parameter (`ListQuery.parameters`),
+so one statement serves every query of the same shape (`ListQuery.shape`) and
+taskapp.tasks.json_reads builds each shape's statement once.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task
@@ -43,6 +47,29 @@ class InvalidCursor(ValueError):
     """The cursor was edited, or belongs to another user or another query."""
 
 
+class QueryShape(NamedTuple):
+    sort: str
+    limit: int
+    cursor: bool
+    completed: bool
+    priorities: bool
+    q: bool
+    updated_since: bool
+
+    def example(self) -> ListQuery:
+        """A query of this shape: its values do not matter, only which filters it sets."""
+        return ListQuery(
+            user_id="",
+            sort=self.sort,
+            limit=self.limit,
+            cursor="example" if self.cursor else None,
+            completed=True if self.completed else None,
+            priorities=[PRIORITY_MIN] if self.priorities else None,
+            q="example" if self.q else None,
+            updated_since=datetime.now(UTC) if self.updated_since else None,
+        )
+
+
 @dataclass(frozen=True)
 class ListQuery:
     user_id: str
@@ -54,15 +81,30 @@ class ListQuery:
     q: str | None = None
     updated_since: datetime | None = None
 
+    def shape(self) -> QueryShape:
+        """What the statement depends on: the sort, the page size and which filters are set
+        (not their values, which are parameters)."""
+        return QueryShape(
+            self.sort,
+            self.limit,
+            bool(self.cursor),
+            self.completed is not None,
+            bool(self.priorities),
+            bool(self.q),
+            self.updated_since is not None,
+        )
+
     def filters(self) -> list[ColumnElement[bool]]:
         """The WHERE clauses: the owner always, then each filter given."""
-        clauses: list[ColumnElement[bool]] = [Task.user_id == self.user_id]
+        clauses: list[ColumnElement[bool]] = [Task.user_id == bindparam("user_id")]
         if self.completed is not None:
-            clauses.append(Task.is_completed.is_(self.completed))
+            clauses.append(
+                Task.is_completed == bindparam("completed", type_=Task.is_completed.type)
+            )
         if self.priorities:
-            clauses.append(Task.priority.in_(self.priorities))
+            clauses.append(Task.priority.in_(bindparam("priorities", expanding=True)))
         if self.q:
-            pattern = f"%{escape_like(self.q)}%"
+            pattern = bindparam("pattern", type_=Task.title.type)
             clauses.append(
                 or_(
                     Task.title.ilike(pattern, escape="\\"),
@@ -70,8 +112,23 @@ class ListQuery:
                 )
             )
         if self.updated_since is not None:
-            clauses.append(Task.updated_at > self.updated_since)
+            clauses.append(Task.updated_at > bindparam("updated_since", type_=Task.updated_at.type))
         return clauses
+
+    def parameters(self) -> dict[str, Any]:
+        """The values of the statements' parameters. Raises InvalidCursor as decode_cursor."""
+        values: dict[str, Any] = {"user_id": self.user_id}
+        if self.completed is not None:
+            values["completed"] = self.completed
+        if self.priorities:
+            values["priorities"] = self.priorities
+        if self.q:
+            values["pattern"] = f"%{escape_like(self.q)}%"
+        if self.updated_since is not None:
+            values["updated_since"] = self.updated_since
+        if self.cursor:
+            values["after_key"], values["after_id"] = decode_cursor(self)
+        return values
 
     def fingerprint(self) -> str:
         """Who and what a cursor was made for: the user, the sort and every filter."""
@@ -92,28 +149,29 @@ def escape_like(text: str) -> str:
 
 
 def count_query(query: ListQuery) -> Select[int]:
+    """How many tasks match, with parameters (`ListQuery.parameters`) to bind."""
     return select(func.count()).select_from(Task).where(*query.filters())
 
 
 def page_select(query: ListQuery, *columns: Any) -> Select[Any]:
     """One page plus one row of `columns`, in the sort's order, after the cursor's row:
     the extra row tells whether there is a next page. The one statement builder of the
-    list: `page_query` selects tasks with it, taskapp.tasks.json_reads JSON text.
-
-    Raises InvalidCursor when the query's cursor is not one of its own.
+    list: `page_query` selects tasks with it, taskapp.tasks.json_reads JSON text. Its
+    parameters are `ListQuery.parameters`.
     """
     column, descending = SORTS[query.sort]
     statement = select(*columns).where(*query.filters())
     if query.cursor:
-        value, last_id = decode_cursor(query)
-        after = _after(column, descending, value, last_id)
-        statement = statement.where(after)
+        statement = statement.where(_after(column, descending))
     return statement.order_by(*sort_order(query)).limit(query.limit + 1)
 
 
 def page_query(query: ListQuery) -> Select[Any]:
-    """One page of tasks plus one row (see `page_select`)."""
-    return page_select(query, Task)
+    """One page of tasks plus one row (see `page_select`), its parameters bound.
+
+    Raises InvalidCursor when the query's cursor is not one of its own.
+    """
+    return page_select(query, Task).params(query.parameters())
 
 
 def sort_order(query: ListQuery) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
@@ -124,13 +182,13 @@ def sort_order(query: ListQuery) -> tuple[ColumnElement[Any], ColumnElement[Any]
     return column.asc(), Task.id.asc()
 
 
-def _after(
-    column: InstrumentedAttribute[Any], descending: bool, value: object, last_id: uuid.UUID
-) -> ColumnElement[bool]:
+def _after(column: InstrumentedAttribute[Any], descending: bool) -> ColumnElement[bool]:
     # A row comparison, (key, id) < (last key, last id), which PostgreSQL serves
     # straight from the (user_id, key, id) index.
     row = tuple_(column, Task.id)
-    bound = tuple_(literal(value, column.type), literal(last_id, Task.id.type))
+    bound = tuple_(
+        bindparam("after_key", type_=column.type), bindparam("after_id", type_=Task.id.type)
+    )
     return row < bound if descending else row > bound
 
 
