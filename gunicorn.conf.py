@@ -47,6 +47,11 @@ umask = 0o007
 # PostgreSQL's max_connections (100 by default), and threads at most 15, the
 # size of a worker's connection pool (SQLAlchemy's 5 + 10 overflow): more
 # threads would wait for a connection.
+# gthread, by measurement: gunicorn's docs recommend sync workers behind a buffering
+# proxy such as nginx, but on this project's 2-core machine, in alternating runs of a
+# list of 50 and a single task under 8 connections, sync workers were not faster
+# (each request then needs a new connection) and their p99 was higher.
+# bench/README.md has the figures.
 worker_class = "gthread"
 workers = _whole_number("GUNICORN_WORKERS", max(2, _cpus()))
 threads = _whole_number("GUNICORN_THREADS", 4)
