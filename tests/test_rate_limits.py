@@ -409,4 +409,24 @@ def test_the_memory_storage_hook_it_replaces_still_exists():
     # limits calls these private methods itself; if they are renamed, taskapp's
     # sweep would silently stop replacing the timer thread.
     assert callable(getattr(MemoryStorage, "_MemoryStorage__schedule_expiry", None))
-    assert callable(getattr(MemoryStorage, "_MemoryStorage__expire_events", None))
+
+
+def test_the_sweep_is_safe_beside_requests_reading_and_dropping_counters(monkeypatch):
+    # Requests' reads drop expired counters while a sweep walks them: no thread may fail
+    # (a failure would make Flask-Limiter give up the storage and start every count anew).
+    monkeypatch.setattr(SweptMemoryStorage, "SWEEP_SECONDS", 0)
+    storage = SweptMemoryStorage()
+    failures = []
+
+    def hammer(worker: int) -> None:
+        try:
+            for n in range(3000):
+                key = f"{worker}-{n % 50}"
+                storage.incr(key, expiry=0.0001)
+                storage.get(key)
+        except Exception as error:
+            failures.append(error)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(hammer, range(4)))
+    assert failures == []

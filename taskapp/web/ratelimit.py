@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,11 +44,11 @@ class SweptMemoryStorage(MemoryStorage):
     limits 5.8's MemoryStorage starts a `threading.Timer` to drop expired counters
     whenever the previous one has ended, which under steady traffic is on almost
     every request (about 200 µs each here). Counters are already expired when read;
-    the sweep of the ones nobody reads any more runs on the request path instead,
-    at most once per SWEEP_SECONDS. It overrides MemoryStorage's private
-    `__schedule_expiry` (checked against limits 5.8.0; tests/test_rate_limits.py
-    fails if that hook goes away). Naming the scheme registers the class for it
-    with limits, in place of its own.
+    the sweep of the ones nobody reads any more runs on the request path instead, by
+    one thread at a time, at most once per SWEEP_SECONDS. It replaces
+    MemoryStorage's private `__schedule_expiry` (checked against limits 5.8.0;
+    tests/test_rate_limits.py fails if that hook goes away). Naming the scheme
+    registers the class for it with limits, in place of its own.
     """
 
     STORAGE_SCHEME = ["memory"]
@@ -56,12 +57,28 @@ class SweptMemoryStorage(MemoryStorage):
     def __init__(self, uri: str | None = None, **options: Any) -> None:
         super().__init__(uri, **options)
         self._swept_at = time.monotonic()
+        self._sweeping = threading.Lock()
 
     def _MemoryStorage__schedule_expiry(self) -> None:
-        now = time.monotonic()
-        if now - self._swept_at >= self.SWEEP_SECONDS:
-            self._swept_at = now
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+        if time.monotonic() - self._swept_at < self.SWEEP_SECONDS:
+            return
+        if not self._sweeping.acquire(blocking=False):
+            return  # another thread is sweeping
+        try:
+            self._swept_at = time.monotonic()
+            self._sweep()
+        finally:
+            self._sweeping.release()
+
+    def _sweep(self) -> None:
+        # Other threads read and drop expired counters meanwhile (MemoryStorage.get),
+        # so every key may be gone by the time it is looked at.
+        now = time.time()
+        for key, expiry in list(self.expirations.items()):
+            if expiry <= now:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
 
 
 # The limit values are read per request, since tests build several apps in one
