@@ -245,3 +245,12 @@ def postgres_admin(database_url):
 
     yield run
     engine.dispose()
+
+
+def test_one_statement_serves_every_page_size_of_a_shape(app, client, auth):
+    # The page size is a parameter, so the statements kept stay a few hundred at most
+    # (sorts x filters set) however many sizes clients ask for.
+    json_reads._page_statement.cache_clear()
+    for limit in range(1, 21):
+        assert client.get(f"/api/alice/tasks?limit={limit}", headers=auth()).status_code == 200
+    assert json_reads._page_statement.cache_info().currsize == 1

@@ -646,6 +646,9 @@ BAD_PARAMETERS = [
     ("sort=-foo", "sort"),
     ("updated_since=2026-01-17T09:30:00", "updated_since"),
     ("updated_since=yesterday", "updated_since"),
+    # Valid ISO 8601, but outside the years UTC (and Python) can hold.
+    ("updated_since=0001-01-01T00:00:00%2B14:00", "updated_since"),
+    ("updated_since=9999-12-31T23:59:59-14:00", "updated_since"),
     ("q=", "q"),
     (f"q={'a' * 201}", "q"),
     ("cursor=not-a-cursor", "cursor"),
@@ -703,6 +706,8 @@ def reseal(cursor: str, value) -> str:
     ("sort", "value"),
     [
         ("-created_at", "2024-01-01T12:00:00"),  # no offset
+        ("-created_at", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+        ("updated_at", "9999-12-31T23:59:59-14:00"),  # after year 9999 in UTC
         ("-created_at", 5),
         ("priority", "abc"),
         ("priority", [1]),

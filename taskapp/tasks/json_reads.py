@@ -134,8 +134,8 @@ def _page_statement(shape: QueryShape, count: bool, dialect: str) -> Executable:
     """WITH page AS (the page plus one row, numbered) SELECT the JSON array of the first
     `limit`, their number, whether the extra row exists, and the last one's sort key and id.
 
-    Built once per shape of query (see ListQuery.shape): building it, and walking it for
-    SQLAlchemy's cache key, cost more than running it.
+    Built once per shape of query (see ListQuery.shape; a few hundred at most): building
+    it, and walking it for SQLAlchemy's cache key, cost more than running it.
     """
     query = shape.example()
     column, _ = SORTS[query.sort]
@@ -150,18 +150,19 @@ def _page_statement(shape: QueryShape, count: bool, dialect: str) -> Executable:
         .cte("page")
         .prefix_with("MATERIALIZED")
     )
-    last = page.c.n == query.limit
+    page_size = bindparam("page_size", type_=Integer)
+    last = page.c.n == page_size
     columns: list[Any] = [
         _json_array(page.c.task, page.c.n, dialect).label("body"),
         func.count().label("rows"),
         # Uncorrelated: each reads the whole page, not the outer query's row.
-        exists().where(page.c.n > query.limit).correlate(None).label("more"),
+        exists().where(page.c.n > page_size).correlate(None).label("more"),
         select(page.c.sort_key).where(last).correlate(None).scalar_subquery().label("last_key"),
         select(page.c.id).where(last).correlate(None).scalar_subquery().label("last_id"),
     ]
     if count:
         columns.append(count_query(query).scalar_subquery().label("total"))
-    return select(*columns).select_from(page).where(page.c.n <= query.limit)
+    return select(*columns).select_from(page).where(page.c.n <= page_size)
 
 
 def _json_array(task: ColumnElement[str], n: ColumnElement[int], dialect: str) -> Any:

@@ -49,7 +49,6 @@ class InvalidCursor(ValueError):
 
 class QueryShape(NamedTuple):
     sort: str
-    limit: int
     cursor: bool
     completed: bool
     priorities: bool
@@ -61,7 +60,6 @@ class QueryShape(NamedTuple):
         return ListQuery(
             user_id="",
             sort=self.sort,
-            limit=self.limit,
             cursor="example" if self.cursor else None,
             completed=True if self.completed else None,
             priorities=[PRIORITY_MIN] if self.priorities else None,
@@ -82,11 +80,10 @@ class ListQuery:
     updated_since: datetime | None = None
 
     def shape(self) -> QueryShape:
-        """What the statement depends on: the sort, the page size and which filters are set
-        (not their values, which are parameters)."""
+        """What the statement depends on: the sort and which filters are set (not their
+        values nor the page size, which are parameters); at most 8 x 2**5 shapes."""
         return QueryShape(
             self.sort,
-            self.limit,
             bool(self.cursor),
             self.completed is not None,
             bool(self.priorities),
@@ -117,7 +114,11 @@ class ListQuery:
 
     def parameters(self) -> dict[str, Any]:
         """The values of the statements' parameters. Raises InvalidCursor as decode_cursor."""
-        values: dict[str, Any] = {"user_id": self.user_id}
+        values: dict[str, Any] = {
+            "user_id": self.user_id,
+            "page_size": self.limit,
+            "page_size_and_one": self.limit + 1,  # one more row says whether a next page exists
+        }
         if self.completed is not None:
             values["completed"] = self.completed
         if self.priorities:
@@ -163,7 +164,7 @@ def page_select(query: ListQuery, *columns: Any) -> Select[Any]:
     statement = select(*columns).where(*query.filters())
     if query.cursor:
         statement = statement.where(_after(column, descending))
-    return statement.order_by(*sort_order(query)).limit(query.limit + 1)
+    return statement.order_by(*sort_order(query)).limit(bindparam("page_size_and_one"))
 
 
 def page_query(query: ListQuery) -> Select[Any]:
@@ -223,7 +224,14 @@ def decode_cursor(query: ListQuery) -> tuple[object, uuid.UUID]:
             raise InvalidCursor("another query's cursor")
         column, _ = SORTS[query.sort]
         return _sort_key(column.key, payload["v"]), uuid.UUID(hex=payload["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ) as error:
         raise InvalidCursor(str(error)) from None
 
 
@@ -234,7 +242,7 @@ def _sort_key(name: str, value: Any) -> datetime | int | str:
         moment = datetime.fromisoformat(value)  # TypeError or ValueError when it is not one
         if moment.tzinfo is None:
             raise InvalidCursor("timestamp without offset")
-        return moment
+        return moment.astimezone(UTC)  # OverflowError for a moment past year 1 or 9999 in UTC
     if name == "priority":
         if type(value) is not int or not PRIORITY_MIN <= value <= PRIORITY_MAX:
             raise InvalidCursor("priority")

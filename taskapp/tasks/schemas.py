@@ -154,6 +154,14 @@ class CompletionSchema(Schema):
     )
 
 
+def _in_utc_range(moment: datetime) -> None:
+    # 0001-01-01T00:00:00+14:00 is a valid ISO 8601 moment that UTC cannot hold.
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("Must be a moment between the years 1 and 9999 in UTC.") from None
+
+
 class TaskListQuerySchema(Schema):
     """Query parameters of the task list; each bad value is a 422 naming it."""
 
@@ -180,6 +188,7 @@ class TaskListQuerySchema(Schema):
     )
     updated_since = fields.AwareDateTime(
         format="iso",
+        validate=_in_utc_range,
         metadata={"description": "ISO 8601 with an offset: only tasks changed after it."},
     )
     sort = fields.String(
