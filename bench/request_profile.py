@@ -3,8 +3,8 @@
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1/taskapp_bench python -m bench.request_profile
 
 The app is configured as deployed: EdDSA tokens verified through a JWKS served on
-127.0.0.1, JSON request logs (to /dev/null), rate limits on (limits too high to
-trip). One user gets N_TASKS tasks (default 50; the database must be one the
+127.0.0.1 (the tests' KeyServer), JSON request logs (to /dev/null), rate limits on
+(limits too high to trip). One user gets N_TASKS tasks (default 50; the database must be one the
 benchmark may fill, and its tasks for that user are replaced). Each request is
 handed to the WSGI app directly, so no HTTP client or server is measured; the
 figure is the CPU time of this process (process_time; the wall time, which adds
@@ -16,27 +16,21 @@ are shares of the unprofiled total.
 
 from __future__ import annotations
 
-import base64
 import collections
 import cProfile
-import json
 import os
 import pstats
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import flask_migrate
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import delete
 from werkzeug.test import EnvironBuilder
 
 from taskapp import create_app
 from taskapp.extensions import db
 from taskapp.models import Task
+from tests.support import KeyServer, SigningKey
 
 USER = "bench-profile-user"
 N_TASKS = int(os.environ.get("N_TASKS", "50"))
@@ -63,33 +57,17 @@ def layer_of(filename: str) -> str:
     return "other (standard library)"
 
 
-def serve_jwks(public_jwk: dict) -> str:
-    body = json.dumps({"keys": [public_jwk]}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}"
-
-
 def main() -> None:
     url = os.environ.get("BENCH_DATABASE_URL")
     if not url:
         sys.exit("set BENCH_DATABASE_URL to a PostgreSQL database the benchmark may fill")
-    key = ed25519.Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    issuer = serve_jwks({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "k1", "x": x})
+    key = SigningKey("EdDSA")
+    with KeyServer() as key_server:
+        key_server.publish(key)
+        run(url, key, key_server.base_url)
+
+
+def run(url: str, key: SigningKey, issuer: str) -> None:
     app = create_app(
         {
             "DATABASE_URL": url,
@@ -101,7 +79,7 @@ def main() -> None:
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the request log, for the whole run)
     now = int(time.time())
     claims = {"sub": USER, "iat": now, "exp": now + 3600, "iss": issuer, "aud": issuer}
-    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "k1"})
+    token = key.sign(claims)
     headers = {"Authorization": f"Bearer {token}"}
     with app.app_context():
         flask_migrate.upgrade()

@@ -10,13 +10,13 @@ import os
 
 import flask_migrate
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, event
 
 from taskapp import create_app
 from taskapp.config import SETTINGS
 from taskapp.extensions import db
 from taskapp.models import IdempotencyKey, Task
-from tests.support import HS_SECRET, bearer, hs256_token, served, unavailable
+from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, hs256_token, served, unavailable
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -115,3 +115,34 @@ def http_server(app):
     """The app behind a real HTTP server on 127.0.0.1; yields its base URL."""
     with served(app) as base_url:
         yield base_url
+
+
+@pytest.fixture
+def statements(app):
+    """The SQL each request sends, and whether its connection was in autocommit."""
+    sent = []
+
+    def record(connection, _cursor, statement, _parameters, _context, _executemany):
+        options = connection.get_execution_options()
+        sent.append((statement, options.get("isolation_level") == "AUTOCOMMIT"))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def key_server():
+    """A JWKS served over real HTTP on 127.0.0.1."""
+    with KeyServer() as server:
+        yield server
+
+
+@pytest.fixture
+def signing_key(key_server):
+    """An EdDSA key (Better Auth's default) published by `key_server`."""
+    key = SigningKey("EdDSA")
+    key_server.publish(key)
+    return key

@@ -89,23 +89,9 @@ def better_auth_claims(base_url: str, sub: str | None = "alice", **extra) -> dic
 
 
 @pytest.fixture
-def key_server():
-    with KeyServer() as server:
-        yield server
-
-
-@pytest.fixture
 def attacker_server():
     with KeyServer() as server:
         yield server
-
-
-@pytest.fixture
-def signing_key(key_server):
-    """An EdDSA key (Better Auth's default) published by `key_server`."""
-    key = SigningKey("EdDSA")
-    key_server.publish(key)
-    return key
 
 
 @pytest.fixture

@@ -151,22 +151,6 @@ def test_one_task_is_the_schemas_dump_of_the_task_the_orm_loads(app, data):
 # --- one round trip -------------------------------------------------------------
 
 
-@pytest.fixture
-def statements(app):
-    """The SQL each request sends, and whether its connection was in autocommit."""
-    sent = []
-
-    def record(connection, _cursor, statement, _parameters, _context, _executemany):
-        options = connection.get_execution_options()
-        sent.append((statement, options.get("isolation_level") == "AUTOCOMMIT"))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    yield sent
-    event.remove(engine, "before_cursor_execute", record)
-
-
 def test_a_list_and_a_task_are_one_statement_each_in_autocommit(
     client, auth, create_task, statements
 ):

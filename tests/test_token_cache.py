@@ -24,26 +24,12 @@ from taskapp.auth import token_cache, tokens
 from taskapp.auth.jwks import KeySet
 from taskapp.auth.token_cache import TOKEN_CACHE, CachingJWTManager, TokenCache
 from taskapp.extensions import jwt as jwt_manager
-from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, claims, hs256_token
+from tests.support import HS_SECRET, SigningKey, bearer, claims, hs256_token
 
 TASKS = "/api/alice/tasks"
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def key_server():
-    with KeyServer() as server:
-        yield server
-
-
-@pytest.fixture
-def signing_key(key_server):
-    """An EdDSA key (Better Auth's default) published by `key_server`."""
-    key = SigningKey("EdDSA")
-    key_server.publish(key)
-    return key
 
 
 @pytest.fixture
