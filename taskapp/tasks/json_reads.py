@@ -90,7 +90,8 @@ class TaskJSON:
 def task_page(query: ListQuery, count: bool = False) -> TaskPage:
     """One page of the list as `GET /tasks` answers it, in one statement.
 
-    `count` adds an exact COUNT of every match. Raises InvalidCursor as `page_select`.
+    `count` adds an exact COUNT of every match. Raises InvalidCursor as
+    `ListQuery.parameters` does, before any I/O.
     """
     parameters = query.parameters()  # first: an edited cursor is refused before any I/O
     statement = _page_statement(query.shape(), count, db.engine.dialect.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, request, url_for
@@ -40,6 +40,10 @@ blp = Blueprint(
 
 Fields = dict[str, Any]  # a request's validated body or query
 Headers = dict[str, str]
+Found = TypeVar("Found")
+
+# One instance for every create (webargs and flask-smorest are handed instances too).
+CREATED_TASK = TaskResponseSchema()
 
 # `Prefer: count=exact` (RFC 7240; PostgREST's name) asks the list for X-Total-Count.
 EXACT_COUNT = "count=exact"
@@ -60,16 +64,21 @@ def init_tasks(app: Flask) -> None:
     api.register_blueprint(blp)
 
 
+def found(task: Found | None) -> Found:
+    """`task`, or 404 when the caller has none with that id: another user's task does
+    not exist for them."""
+    if task is None:
+        abort(404, message="Task not found.")
+    return task
+
+
 def find_task(user_id: str, task_id: str, for_update: bool = False) -> Task:
-    """The caller's task with this id, or 404: another user's task does not exist for them.
+    """The caller's task with this id, or 404.
 
     `for_update` locks the row (PostgreSQL) until the transaction ends, so a second
     writer waits and then sees the first one's result instead of failing mid-way.
     """
-    task = db.session.get(Task, (user_id, task_key(task_id)), with_for_update=for_update)
-    if task is None:
-        abort(404, message="Task not found.")
-    return task
+    return found(db.session.get(Task, (user_id, task_key(task_id)), with_for_update=for_update))
 
 
 def task_key(task_id: str) -> uuid.UUID:
@@ -183,7 +192,7 @@ class TaskCollection(MethodView):
         the first request is still running is a 409.
         """
         task = new_task(user_id, fields)
-        body = current_app.json.dumps(TaskResponseSchema().dump(task), separators=(",", ":"))
+        body = current_app.json.dumps(CREATED_TASK.dump(task), separators=(",", ":"))
         key = request.headers.get(idempotency.HEADER)
         created = idempotency.create(user_id, key, fields, task, body)
         headers = {
@@ -203,9 +212,7 @@ class TaskItem(MethodView):
     @blp.error_responses(*ALWAYS, 404, 422)
     def get(self, user_id: str, task_id: str) -> Response:
         """Get one task."""
-        task = json_reads.task(user_id, task_key(task_id))
-        if task is None:
-            abort(404, message="Task not found.")
+        task = found(json_reads.task(user_id, task_key(task_id)))
         # Weak comparison (RFC 9110): a proxy that compresses may weaken the ETag.
         if request.if_none_match.contains_weak(str(task.version)):
             return Response(status=304, headers=etag_header(task.version))
