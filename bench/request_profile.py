@@ -39,7 +39,7 @@ REQUESTS = int(os.environ.get("REQUESTS", "500"))
 # (layer, what a file path contains), first match wins.
 LAYERS = [
     ("JWT verification", ("jwt/", "flask_jwt_extended", "cryptography", "taskapp/auth")),
-    ("rate limits", ("flask_limiter", "limits/", "taskapp/web/ratelimit")),
+    ("rate limits", ("limits/", "taskapp/web/ratelimit")),
     ("request log", ("structlog", "logging/", "taskapp/web/logs")),
     ("serialization", ("marshmallow", "orjson", "json/", "taskapp/tasks/schemas")),
     ("SQL and ORM", ("sqlalchemy", "psycopg2", "flask_sqlalchemy", "taskapp/tasks/listing")),

@@ -247,8 +247,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "JWKS_CACHE_SECONDS": settings.number("JWKS_CACHE_SECONDS", 600, 0),
         "JWKS_MIN_REFETCH_SECONDS": settings.number("JWKS_MIN_REFETCH_SECONDS", 5, 0),
         "CORS_ORIGINS": settings.names("CORS_ORIGINS"),
-        # Flask-Limiter reads RATELIMIT_ENABLED and RATELIMIT_STORAGE_URI; the rest are
-        # taskapp's own (taskapp.web.ratelimit).
+        # Read by taskapp.web.ratelimit.
         "RATELIMIT_ENABLED": settings.flag("RATELIMIT_ENABLED", True),
         "RATELIMIT_PER_USER": settings.rate_limit("RATELIMIT_PER_USER", "120/minute"),
         "RATELIMIT_PER_IP": settings.rate_limit("RATELIMIT_PER_IP", "300/minute"),

@@ -1,15 +1,17 @@
 """Rate limits: per user once the token is verified, per client IP before that.
 
 The suite runs with limits off (tests/conftest.py); every test here turns them
-on. Flask-Limiter keeps its storage on one process-wide object, so each test
-builds exactly one limited app. The Redis tests run the app under gunicorn: two
+on; each app counts in its own storage. The Redis tests run the app under gunicorn: two
 worker processes sharing one count is what Redis storage is for.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,8 +26,18 @@ from limits.storage import MemoryStorage
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from taskapp.web.ratelimit import SweptMemoryStorage, limiter
-from tests.support import HS_SECRET, Gunicorn, bearer, free_port, run_gunicorn, unavailable
+from taskapp.web import ratelimit
+from taskapp.web.ratelimit import EXTENSION, RateLimits, SweptMemoryStorage
+from tests.support import (
+    HS_SECRET,
+    Gunicorn,
+    Log,
+    bearer,
+    free_port,
+    run_gunicorn,
+    stop,
+    unavailable,
+)
 
 FRONTEND = "https://app.example.com"
 # The limits do not touch the database: SQLite is enough for every test here.
@@ -386,7 +398,7 @@ def test_memory_storage_starts_no_thread_per_request(limited, auth, monkeypatch)
     for _ in range(20):
         assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 200
     assert timers == []
-    assert isinstance(limiter.storage, SweptMemoryStorage)
+    assert isinstance(app.extensions[EXTENSION].storage, SweptMemoryStorage)
 
 
 def test_memory_storage_sweeps_expired_counters_at_most_once_a_second(monkeypatch):
@@ -413,7 +425,7 @@ def test_the_memory_storage_hook_it_replaces_still_exists():
 
 def test_the_sweep_is_safe_beside_requests_reading_and_dropping_counters(monkeypatch):
     # Requests' reads drop expired counters while a sweep walks them: no thread may fail
-    # (a failure would make Flask-Limiter give up the storage and start every count anew).
+    # (a failure would make the limiter give up the storage and start every count anew).
     monkeypatch.setattr(SweptMemoryStorage, "SWEEP_SECONDS", 0)
     storage = SweptMemoryStorage()
     failures = []
@@ -430,3 +442,118 @@ def test_the_sweep_is_safe_beside_requests_reading_and_dropping_counters(monkeyp
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(hammer, range(4)))
     assert failures == []
+
+
+# --- windows and storage outages, in process -----------------------------------------
+
+
+@ON_SQLITE
+def test_the_reset_is_the_end_of_a_window_aligned_to_the_clock(limited, auth):
+    # Aligned windows are what lets one increment per limit answer everything: the
+    # window's end follows from the clock, with no second question to the storage.
+    client = limited(RATELIMIT_PER_USER="100/minute").test_client()
+    before = time.time()
+    response = client.get("/api/alice/tasks", headers=auth("alice"))
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert reset % 60 == 0
+    assert before < reset <= before + 60
+
+
+@ON_SQLITE
+def test_requests_that_match_no_route_are_not_counted(limited, auth):
+    client = limited(RATELIMIT_PER_IP="2/minute").test_client()
+    for _ in range(3):
+        missing = client.get("/api/alice/nothing-here", headers=auth("alice"))
+        assert missing.status_code == 404
+        assert "X-RateLimit-Limit" not in missing.headers
+    counted = client.get("/api/alice/tasks", headers=auth("alice"))
+    assert counted.status_code == 200
+
+
+@ON_SQLITE
+def test_with_several_limits_the_headers_and_the_429_name_the_tightest(limited, auth):
+    client = limited(RATELIMIT_PER_USER="2/hour;1000/day").test_client()
+    first = client.get("/api/alice/tasks", headers=auth("alice"))
+    assert first.headers["X-RateLimit-Limit"] == "2"
+    assert first.headers["X-RateLimit-Remaining"] == "1"
+    client.get("/api/alice/tasks", headers=auth("alice"))
+    refused = client.get("/api/alice/tasks", headers=auth("alice"))
+    assert_too_many_requests(refused, limit=2, window_seconds=3600)
+    assert "(limit: 2 per 1 hour)" in refused.json["detail"]
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of this test's own on a free port: `start()` and `stop()` it."""
+    if shutil.which("redis-server") is None:
+        unavailable("Redis outage tests", "redis-server is not installed")
+    port = free_port()
+    processes: list[subprocess.Popen] = []
+
+    class Server:
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def start(self) -> None:
+            process = subprocess.Popen(
+                [
+                    *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            processes.append(process)
+            Log(process.stdout).wait_for("Ready to accept connections")
+
+        def stop(self) -> None:
+            stop(processes.pop())
+
+        def client(self) -> redis.Redis:
+            return redis.Redis.from_url(self.url)
+
+    server = Server()
+    yield server
+    while processes:
+        server.stop()
+
+
+def limits_counting_in(url: str, clock) -> RateLimits:
+    return RateLimits(
+        {
+            "RATELIMIT_PER_IP": "1000/hour",
+            "RATELIMIT_PER_USER": "1000/hour",
+            "RATELIMIT_STORAGE_URI": url,
+            "RATELIMIT_KEY_PREFIX": "outage",
+        },
+        monotonic=clock,
+    )
+
+
+def test_counting_returns_to_redis_when_it_is_back(private_redis, caplog):
+    now = [1000.0]
+    private_redis.start()
+    limits = limits_counting_in(private_redis.url, clock=lambda: now[0])
+    assert limits.count(limits.per_user, "user", "alice").count == 1
+    assert private_redis.client().keys("outage:*")
+
+    private_redis.stop()
+    with caplog.at_level(logging.WARNING, logger=ratelimit.__name__):
+        # Down: counted in memory (a fresh count), and said once.
+        assert limits.count(limits.per_user, "user", "alice").count == 1
+        assert limits.count(limits.per_user, "user", "alice").count == 2
+    said = [record.message for record in caplog.records]
+    assert len(said) == 1
+    assert said[0].startswith("Rate limit storage unreachable")
+
+    private_redis.start()  # empty: the server keeps nothing on disk
+    caplog.clear()
+    # Until the retry time, memory keeps counting without asking Redis...
+    assert limits.count(limits.per_user, "user", "alice").count == 3
+    assert not private_redis.client().keys("outage:*")
+    # ...after it, Redis counts again.
+    now[0] += ratelimit.STORAGE_RETRY_SECONDS
+    with caplog.at_level(logging.WARNING, logger=ratelimit.__name__):
+        assert limits.count(limits.per_user, "user", "alice").count == 1
+    assert private_redis.client().keys("outage:*")
+    assert "reachable again" in caplog.records[-1].message

@@ -5,11 +5,11 @@ from sqlalchemy import text
 
 from taskapp.auth.tokens import key_server_ready
 from taskapp.extensions import db
+from taskapp.web import ratelimit
 from taskapp.web.errors import ServiceUnavailable
-from taskapp.web.ratelimit import limiter
 
 blp = Blueprint("health", __name__)
-limiter.exempt(blp)  # probes must never be throttled
+ratelimit.exempt(blp)  # probes must never be throttled
 
 
 @blp.get("/healthz")

@@ -1,28 +1,38 @@
 """Rate limits: per client IP on every request, per user once the token is verified.
 
-The IP limit (`RATELIMIT_PER_IP`) is an application limit of `limiter`: it runs
-before authentication, so guessing tokens is throttled too. `per_user_limit`
-(`RATELIMIT_PER_USER`) is a decorator the task views list after their token
-check, keyed by the token's identity: one user's requests never use up another's.
-Over either limit the answer is 429 in the JSON error shape with `Retry-After`;
-every limited answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
+The IP limit (`RATELIMIT_PER_IP`) is checked before anything else runs, so guessing
+tokens is throttled too. `per_user_limit` (`RATELIMIT_PER_USER`) is a decorator the
+task views list after their token check, keyed by the token's identity: one user's
+requests never use up another's. Over either limit the answer is 429 in the JSON
+error shape with `Retry-After`; every limited answer carries `X-RateLimit-Limit`,
+`-Remaining` and `-Reset`.
+
+Windows are fixed and aligned to the clock (a one-minute window starts on the
+minute), so one counter increment is all a limit costs: the count comes back from
+the storage, and the window's end is known without asking it. The counters live in
+`limits`' storages (memory:// or Redis). When Redis cannot be reached, requests are
+counted in the worker's memory for a while and Redis is tried again after that: the
+limiter never fails a request.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask.typing import ResponseReturnValue
 from flask_jwt_extended import get_jwt_identity
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage, storage_from_string
 
 from taskapp.web.errors import error_response
 
@@ -32,10 +42,22 @@ LIMIT_HEADER = "X-RateLimit-Limit"
 REMAINING_HEADER = "X-RateLimit-Remaining"
 RESET_HEADER = "X-RateLimit-Reset"
 HEADERS = (LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER)
+IP_SCOPE = "ip"
 USER_SCOPE = "user"
+EXTENSION = "taskapp.rate_limits"
+_COUNTED = "_taskapp_rate_limit_window"  # on `g`: the window the headers describe
 # A slow or unreachable Redis may delay a request by this much before the
-# limiter falls back to counting in memory.
+# limiter falls back to counting in memory...
 STORAGE_TIMEOUT_SECONDS = 1
+# ...and it is tried again this long after it failed: often enough to notice its
+# return soon, seldom enough that an outage does not cost every request a timeout.
+STORAGE_RETRY_SECONDS = 5.0
+
+# Blueprints whose requests are never counted (the health probes).
+_exempt_blueprints: set[str] = set()
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -81,48 +103,75 @@ class SweptMemoryStorage(MemoryStorage):
                 self.locks.pop(key, None)
 
 
-# The limit values are read per request, since tests build several apps in one
-# process (Flask-Limiter keeps its storage on this object: the last app bound sets it).
-limiter = Limiter(
-    get_remote_address,
-    application_limits=[
-        ApplicationLimit(lambda: current_app.config["RATELIMIT_PER_IP"], scope="ip")
-    ],
-    strategy="fixed-window",
-    # Headers are written below: Flask-Limiter's own add Retry-After to every
-    # answer and would stretch a 503's Retry-After to the window's end.
-    headers_enabled=False,
-    # Storage down (Redis): count in this process's memory until it is back, and
-    # never fail a request because of the limiter.
-    in_memory_fallback_enabled=True,
-    swallow_errors=True,
-)
-# Flask-Limiter's logger has a NullHandler, so without logging configured its
-# warnings (such as "storage unreachable") would be lost; taskapp's are not.
-limiter.logger = log
+@dataclass(frozen=True)
+class Window:
+    """One limit's current window, as counted by this request."""
+
+    limit: RateLimitItem
+    scope: str
+    count: int
+    reset: int  # Unix time, seconds: when the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit.amount - self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit.amount
 
 
-def caller_identity() -> str:
-    """The verified token's identity; with AUTH_ENABLED=false, the path's user."""
-    if current_app.config["AUTH_ENABLED"]:
-        return str(get_jwt_identity())
-    return str((request.view_args or {}).get("user_id", ""))
+class RateLimits:
+    """One app's limits and the storage that counts them (`app.extensions[EXTENSION]`)."""
 
+    def __init__(
+        self, config: dict[str, Any], monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_ip = parse_many(config["RATELIMIT_PER_IP"])
+        self.per_user = parse_many(config["RATELIMIT_PER_USER"])
+        # Synchronous: config.py admits only memory:// and redis:// (not async+...).
+        self.storage = cast(
+            Storage, storage_from_string(config["RATELIMIT_STORAGE_URI"], **storage_options(config))
+        )
+        self.fallback = SweptMemoryStorage()
+        self._monotonic = monotonic
+        self._retry_storage_at = 0.0  # on `monotonic`'s clock; 0: the storage is in use
 
-per_user_limit = limiter.shared_limit(
-    lambda: current_app.config["RATELIMIT_PER_USER"], scope=USER_SCOPE, key_func=caller_identity
-)
+    def count(self, limits: list[RateLimitItem], scope: str, identity: str) -> Window:
+        """Count one request against each of `limits`; the window with the least left."""
+        now = time.time()
+        windows = []
+        for limit in limits:
+            seconds = limit.get_expiry()
+            number = int(now // seconds)
+            key = limit.key_for(scope, identity, str(number))
+            windows.append(
+                Window(limit, scope, self._increment(key, seconds), (number + 1) * seconds)
+            )
+        return min(windows, key=lambda window: (not window.exceeded, window.remaining))
 
-
-@limiter.request_filter
-def _not_limited() -> bool:
-    # A CORS preflight is answered without running a view; a 429 there would reach
-    # the page as an opaque network error instead of a readable 429.
-    return not current_app.config["RATELIMIT_ENABLED"] or request.method == "OPTIONS"
+    def _increment(self, key: str, seconds: int) -> int:
+        if self._monotonic() >= self._retry_storage_at:
+            try:
+                count = self.storage.incr(key, seconds)
+            except StorageError as error:
+                self._retry_storage_at = self._monotonic() + STORAGE_RETRY_SECONDS
+                log.warning(
+                    "Rate limit storage unreachable (%s): counting in this worker's memory, "
+                    "trying it again in %.0f seconds",
+                    error.storage_error,
+                    STORAGE_RETRY_SECONDS,
+                )
+            else:
+                if self._retry_storage_at:
+                    self._retry_storage_at = 0.0
+                    log.warning("Rate limit storage reachable again: counting there")
+                return count
+        return self.fallback.incr(key, seconds)
 
 
 def storage_options(config: dict[str, Any]) -> dict[str, Any]:
-    """Flask-Limiter's storage options for the configured RATELIMIT_STORAGE_URI."""
+    """limits' storage options for the configured RATELIMIT_STORAGE_URI."""
     # Storage errors arrive as limits.errors.StorageError, whatever the client.
     options: dict[str, Any] = {"wrap_exceptions": True}
     if urlsplit(config["RATELIMIT_STORAGE_URI"]).scheme != "memory":
@@ -135,48 +184,75 @@ def storage_options(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def init_rate_limits(app: Flask) -> None:
-    # Flask-Limiter takes its storage options from the app's config.
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = storage_options(app.config)
-    limiter.init_app(app)
-    if app.config["RATELIMIT_ENABLED"]:
-        app.register_error_handler(RateLimitExceeded, _too_many_requests)
-        app.after_request(_add_rate_limit_headers)
+    if not app.config["RATELIMIT_ENABLED"]:
+        return
+    app.extensions[EXTENSION] = RateLimits(app.config)
+    app.before_request(_limit_client_ip)
+    app.after_request(_add_rate_limit_headers)
 
 
-def _seconds_until_reset(error: RateLimitExceeded) -> int:
-    breached = limiter.current_limit
-    if breached is not None:
-        try:
-            reset_time = breached.window.reset_time
-        except StorageError:
-            pass
-        else:
-            return max(1, math.ceil(reset_time - time.time()))
-    return int(error.limit.limit.get_expiry())  # the window's end is unknown: a whole window
+def exempt(blueprint: Blueprint) -> None:
+    """Never count the requests of `blueprint`."""
+    _exempt_blueprints.add(blueprint.name)
 
 
-def _too_many_requests(error: RateLimitExceeded) -> Response:
-    seconds = _seconds_until_reset(error)
-    who = "for this user" if error.limit.scope == USER_SCOPE else "from this address"
+def caller_identity() -> str:
+    """The verified token's identity; with AUTH_ENABLED=false, the path's user."""
+    if current_app.config["AUTH_ENABLED"]:
+        return str(get_jwt_identity())
+    return str((request.view_args or {}).get("user_id", ""))
+
+
+def per_user_limit(view: Callable[P, R]) -> Callable[P, R | Response]:
+    """Count the request against the caller's RATELIMIT_PER_USER; 429 when over it."""
+
+    @functools.wraps(view)
+    def limited(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        limits: RateLimits | None = current_app.extensions.get(EXTENSION)
+        if limits is not None:
+            window = limits.count(limits.per_user, USER_SCOPE, caller_identity())
+            setattr(g, _COUNTED, window)
+            if window.exceeded:
+                return _too_many_requests(window)
+        return view(*args, **kwargs)
+
+    return limited
+
+
+def _limit_client_ip() -> ResponseReturnValue | None:
+    # A CORS preflight is answered without running a view; a 429 there would reach
+    # the page as an opaque network error instead of a readable 429. A request that
+    # matches no route (404, 405) costs nothing worth limiting.
+    if (
+        request.method == "OPTIONS"
+        or request.endpoint is None
+        or request.blueprint in _exempt_blueprints
+    ):
+        return None
+    limits: RateLimits = current_app.extensions[EXTENSION]
+    window = limits.count(limits.per_ip, IP_SCOPE, request.remote_addr or "")
+    setattr(g, _COUNTED, window)
+    if window.exceeded:
+        return _too_many_requests(window)
+    return None
+
+
+def _too_many_requests(window: Window) -> Response:
+    seconds = max(1, math.ceil(window.reset - time.time()))
+    who = "for this user" if window.scope == USER_SCOPE else "from this address"
     return error_response(
         429,
-        f"Too many requests {who} (limit: {error.limit.limit}); retry in {seconds} seconds.",
+        f"Too many requests {who} (limit: {window.limit}); retry in {seconds} seconds.",
         headers={"Retry-After": str(seconds)},
     )
 
 
 def _add_rate_limit_headers(response: Response) -> Response:
-    """The limit this request counted against: the user's once the token is verified,
-    else the client IP's. Exempt requests (/healthz, /readyz) get none."""
-    current = limiter.current_limit
-    if current is None:
-        return response
-    try:
-        window = current.window
-    except StorageError:
-        log.warning("rate limit storage unreachable: no rate-limit headers on this answer")
-        return response
-    response.headers[LIMIT_HEADER] = str(current.limit.amount)
-    response.headers[REMAINING_HEADER] = str(window.remaining)
-    response.headers[RESET_HEADER] = str(math.ceil(window.reset_time))  # Unix time, seconds
+    """The limit this request counted against last: the user's once the token is
+    verified, else the client IP's. Uncounted requests (/healthz, /readyz) get none."""
+    window: Window | None = g.get(_COUNTED)
+    if window is not None:
+        response.headers[LIMIT_HEADER] = str(window.limit.amount)
+        response.headers[REMAINING_HEADER] = str(window.remaining)
+        response.headers[RESET_HEADER] = str(window.reset)
     return response
