@@ -1,12 +1,20 @@
-"""How fast the task list is on PostgreSQL with 1,000,000 tasks over 10,000 users.
+"""Database time of each kind of list page, for a user with 100,000 tasks.
 
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1/taskapp_bench python -m bench.list_queries
 
 The database must be one the benchmark may fill: it applies the migrations, seeds
 1,000,000 tasks over 10,000 users (100 each) plus one heavy user with 100,000, and
-keeps them for the next run. It prints the query plan of each list query and the
-p50/p95 latency of each through the whole request path (routing, token
-verification, validation, SQL, serialization) in the Flask test client.
+keeps them for the next run.
+
+Each page is the statement `GET /api/<user_id>/tasks` runs: the query string goes
+through the view's own schema into a `ListQuery`, and the statement is
+json_reads' (built once per shape, its COUNT only with `Prefer: count=exact`),
+bound to `ListQuery.parameters()` and executed by json_reads' own reader. For each
+page it prints the plan of a warm-up run, then the medians of RUNS runs of
+EXPLAIN (ANALYZE, BUFFERS): planning and execution time (psycopg2 sends the values
+inline, so every request is planned afresh and both are the request's database
+time), the buffers touched, whether a Seq Scan reads tasks, and the round trip of
+`json_reads.task_page` itself (the database time plus the wire and psycopg2).
 """
 
 from __future__ import annotations
@@ -15,20 +23,28 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import flask_migrate
-from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ClauseElement, Executable, select, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from taskapp import create_app
 from taskapp.extensions import db
+from taskapp.models import Task
+from taskapp.tasks import json_reads
 from taskapp.tasks.listing import ListQuery, encode_cursor, page_query, sort_key
+from taskapp.tasks.schemas import TaskListQuerySchema
 
 USERS = 10_000
 TASKS = 1_000_000
 HEAVY_USER = "user-heavy"
 HEAVY_TASKS = 100_000
-REQUESTS = 200
+TYPICAL_USER = "user-01234"  # 100 tasks, as every seeded user but the heavy one
+RUNS = 15
 SECRET = "bench-secret-that-is-long-enough-for-hs256"  # noqa: S105 (a local benchmark)
 
 SEED = """
@@ -49,20 +65,75 @@ FROM (
 ) AS rows
 """
 
-SCENARIOS = {
-    "default list (first page)": ("user-01234", {}),
-    "filtered: open, priority 4 or 5": (
-        "user-01234",
-        {"completed": "false", "priority": ["4", "5"]},
-    ),
-    "search q=milk": ("user-01234", {"q": "milk"}),
-    "sorted by title": ("user-01234", {"sort": "title"}),
-    "heavy user: first page": (HEAVY_USER, {}),
-    "heavy user: page at depth 50,000": (HEAVY_USER, {"cursor": "deep"}),
-    "heavy user: filtered": (HEAVY_USER, {"completed": "false", "priority": ["4", "5"]}),
-    "heavy user: search q=milk (1 in 5)": (HEAVY_USER, {"q": "milk"}),
-    "heavy user: search q='report 4242' (rare)": (HEAVY_USER, {"q": "report 4242"}),
-}
+
+@dataclass(frozen=True)
+class Page:
+    name: str
+    args: dict[str, str] = field(default_factory=dict)  # the query string, as a client sends it
+    user: str = HEAVY_USER
+    after: int = 0  # how many rows the pages before it held: its cursor is that deep
+    changed: int = 0  # updated_since such that this many of the user's tasks match
+    count: bool = False  # `Prefer: count=exact`
+
+
+# The heavy user's titles are 'Task <n> <one of five phrases>': "milk" is in one in
+# five, "4242 write" in ten (n = 4242, 14242, ... 94242), "report 4242" and "milk call"
+# (each of whose words is in a fifth of all titles) in none.
+PAGES = [
+    Page("first page (default, -created_at)"),
+    Page("first page, Prefer: count=exact", count=True),
+    Page("after 50,000 rows", after=50_000),
+    Page("after 99,000 rows", after=99_000),
+    Page("completed=true", {"completed": "true"}),
+    Page("completed=false", {"completed": "false"}),
+    Page("completed=false, after 50,000 rows", {"completed": "false"}, after=50_000),
+    Page("completed=false, priority=4&5", {"completed": "false", "priority": "4,5"}),
+    Page("q=milk (1 in 5)", {"q": "milk"}),
+    Page("q=4242 write (10 of 100,000)", {"q": "4242 write"}),
+    Page("q=report 4242 (none)", {"q": "report 4242"}),
+    Page("q=milk call (none, common trigrams)", {"q": "milk call"}),
+    Page("updated_since (50,000 match)", changed=50_000),
+    Page("updated_since (100 match), sort=created_at", {"sort": "created_at"}, changed=100),
+    Page("sort=created_at", {"sort": "created_at"}),
+    Page("sort=-updated_at", {"sort": "-updated_at"}),
+    Page("sort=updated_at", {"sort": "updated_at"}),
+    Page("sort=-priority", {"sort": "-priority"}),
+    Page("sort=priority", {"sort": "priority"}),
+    Page("sort=-title", {"sort": "-title"}),
+    Page("sort=title", {"sort": "title"}),
+    Page("sort=title, after 50,000 rows", {"sort": "title"}, after=50_000),
+    Page("typical user: first page", user=TYPICAL_USER),
+    Page("typical user: first page, Prefer: count=exact", user=TYPICAL_USER, count=True),
+    Page("typical user: q=milk (none of theirs)", {"q": "milk"}, user=TYPICAL_USER),
+]
+
+
+class Explain(Executable, ClauseElement):
+    """EXPLAIN (options) of a statement that keeps its bind parameters, so SQLAlchemy
+    binds them (expanding lists, UUIDs, timestamps) exactly as when the API runs it."""
+
+    inherit_cache = False  # each EXPLAIN is compiled afresh: nothing to cache
+
+    def __init__(self, statement: Executable, how: str) -> None:
+        # Every statement SQLAlchemy builds is a ClauseElement too.
+        self.statement = cast(ClauseElement, statement)
+        self.how = how  # not `options`: Executable.options() is SQLAlchemy's
+
+
+@compiles(Explain)
+def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"EXPLAIN ({element.how}) {compiler.process(element.statement, **kw)}"
+
+
+@dataclass(frozen=True)
+class Figures:
+    planning: float  # ms, median
+    execution: float  # ms, median
+    database: float  # ms, median of planning + execution
+    round_trip: float  # ms, median of json_reads.task_page
+    buffers: int  # shared blocks hit or read in one run
+    seq_scan: bool  # whether any run read tasks with a Seq Scan
+    indexes: list[str]
 
 
 def seed() -> None:
@@ -82,29 +153,92 @@ def seed() -> None:
     print(f"seeded in {time.perf_counter() - started:.0f} s")
 
 
-def deep_cursor(user_id: str, depth: int) -> str:
-    query = ListQuery(user_id=user_id)
-    row = db.session.scalars(page_query(query).offset(depth).limit(1)).one()
-    return encode_cursor(query, sort_key(query, row), row.id)
+def list_query(page: Page) -> ListQuery:
+    """The ListQuery the view builds for this page's query string."""
+    args: dict[str, Any] = dict(page.args)
+    if "priority" in args:
+        args["priority"] = args["priority"].split(",")  # repeated in a real query string
+    if page.changed:
+        args["updated_since"] = changed_since(page.user, page.changed)
+    query = ListQuery(user_id=page.user, **TaskListQuerySchema().load(args))
+    if not page.after:
+        return query
+    args["cursor"] = cursor_after(query, page.after)
+    return ListQuery(user_id=page.user, **TaskListQuerySchema().load(args))
 
 
-def list_query(user_id: str, params: dict, cursor: str | None) -> ListQuery:
-    return ListQuery(
-        user_id=user_id,
-        sort=params.get("sort", "-created_at"),
-        cursor=cursor if params.get("cursor") else None,
-        completed={"true": True, "false": False}.get(params.get("completed")),
-        priorities=[int(p) for p in params.get("priority", [])] or None,
-        q=params.get("q"),
+def changed_since(user_id: str, rows: int) -> str:
+    """An updated_since that exactly `rows` of the user's tasks were changed after."""
+    moment = db.session.scalar(
+        select(Task.updated_at)
+        .where(Task.user_id == user_id)
+        .order_by(Task.updated_at.desc())
+        .offset(rows)
+        .limit(1)
+    )
+    assert moment is not None, f"{user_id} has no more than {rows} tasks"  # noqa: S101
+    return moment.isoformat()
+
+
+def cursor_after(query: ListQuery, rows: int) -> str:
+    """The cursor a client holds after paging through `rows` rows: the page that ended
+    with the query's rows-th task. Found by OFFSET, only to set up the page."""
+    last = db.session.scalars(page_query(query).offset(rows - 1).limit(1)).one()
+    return encode_cursor(query, sort_key(query, last), last.id)
+
+
+def page_statement(query: ListQuery, count: bool) -> Executable:
+    # The very statement object task_page runs (json_reads caches it per shape).
+    return json_reads._page_statement(query.shape(), count, db.engine.dialect.name)
+
+
+def explain(query: ListQuery, count: bool, how: str) -> Any:
+    rows = json_reads._read(Explain(page_statement(query, count), how), query.parameters())
+    return [row[0] for row in rows]
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def measure(query: ListQuery, count: bool) -> Figures:
+    # TIMING OFF: per-node clocks would inflate the total; the execution time is still timed.
+    how = "ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON"
+    runs = [explain(query, count, how)[0][0] for _ in range(RUNS)]
+    round_trips = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        json_reads.task_page(query, count=count)
+        round_trips.append((time.perf_counter() - started) * 1000)
+    nodes = [node for run in runs for node in plan_nodes(run["Plan"])]
+    root = runs[-1]["Plan"]
+    return Figures(
+        planning=statistics.median(run["Planning Time"] for run in runs),
+        execution=statistics.median(run["Execution Time"] for run in runs),
+        database=statistics.median(run["Planning Time"] + run["Execution Time"] for run in runs),
+        round_trip=statistics.median(round_trips),
+        buffers=root["Shared Hit Blocks"] + root["Shared Read Blocks"],
+        seq_scan=any(
+            node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "tasks"
+            for node in nodes
+        ),
+        indexes=sorted({node["Index Name"] for node in nodes if "Index Name" in node}),
     )
 
 
-def explain(query: ListQuery) -> str:
-    sql = page_query(query).compile(
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-    )
-    rows = db.session.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}"))
-    return "\n".join("    " + line for (line,) in rows)
+def print_table(results: list[tuple[Page, Figures]]) -> None:
+    """The figures as the Markdown table bench/README.md keeps."""
+    print(f"\n(medians of {RUNS} runs after a warm-up; ms)\n")
+    print("| page | planning | execution | database | round trip | buffers | Seq Scan on tasks |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for page, figures in results:
+        print(
+            f"| {page.name} | {figures.planning:.2f} | {figures.execution:.2f} "
+            f"| {figures.database:.2f} | {figures.round_trip:.2f} | {figures.buffers:,} "
+            f"| {'**yes**' if figures.seq_scan else 'no'} |"
+        )
 
 
 def main() -> int:
@@ -113,33 +247,19 @@ def main() -> int:
         print("set BENCH_DATABASE_URL to a PostgreSQL database the benchmark may fill")
         return 2
     app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET})
-    client = app.test_client()
     with app.app_context():
         flask_migrate.upgrade()
         seed()
-        cursor = deep_cursor(HEAVY_USER, 50_000)
-        from flask_jwt_extended import create_access_token
-
-        tokens = {user: create_access_token(user) for user in ("user-01234", HEAVY_USER)}
         results = []
-        for name, (user_id, params) in SCENARIOS.items():
-            print(f"\n{name}\n{explain(list_query(user_id, params, cursor))}")
-            query_string = {**params, "cursor": cursor} if "cursor" in params else params
-            headers = {"Authorization": f"Bearer {tokens[user_id]}"}
-            timings = []
-            for _ in range(REQUESTS):
-                started = time.perf_counter()
-                response = client.get(
-                    f"/api/{user_id}/tasks", query_string=query_string, headers=headers
-                )
-                timings.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    raise SystemExit(f"{name}: {response.status_code} {response.json}")
-            quantiles = statistics.quantiles(timings, n=20)
-            results.append((name, statistics.median(timings), quantiles[18]))
-    print(f"\n{'query':44} {'p50 ms':>8} {'p95 ms':>8}   ({REQUESTS} requests each)")
-    for name, p50, p95 in results:
-        print(f"{name:44} {p50:8.2f} {p95:8.2f}")
+        for page in PAGES:
+            query = list_query(page)
+            # The warm-up run, whose plan (with each node's time) is the one printed.
+            plan = explain(query, page.count, "ANALYZE, BUFFERS, COSTS OFF")
+            print(f"\n{page.name}\n" + "\n".join("    " + line for line in plan))
+            figures = measure(query, page.count)
+            print(f"    indexes: {', '.join(figures.indexes) or 'none'}")
+            results.append((page, figures))
+        print_table(results)
     return 0
 
 
