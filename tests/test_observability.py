@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import urllib.request
@@ -96,6 +97,24 @@ def test_console_format_is_for_people(make_app, capsys):
     captured = capsys.readouterr().err
     assert "request" in captured
     assert not log_lines(captured)
+
+
+def test_request_lines_read_like_every_other_line(app, client, capsys):
+    client.get("/healthz")
+    logging.getLogger("taskapp.somewhere").warning("something else")
+    request_line, other = log_lines(capsys.readouterr().err)
+    assert request_line["logger"] == "taskapp.requests"
+    assert request_line["level"] == "info"
+    assert other["logger"] == "taskapp.somewhere"
+    request_fields = {"method", "route", "status", "duration_ms", "user_id", "client_ip"}
+    # Logged outside a request, the other line has no request id.
+    assert request_line.keys() - request_fields - {"request_id"} == other.keys()
+
+
+def test_a_log_level_above_info_leaves_request_lines_out(make_app, capsys):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, LOG_LEVEL="WARNING")
+    app.test_client().get("/healthz")
+    assert request_lines(capsys.readouterr().err) == []
 
 
 def test_unknown_log_format_is_refused():
