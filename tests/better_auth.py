@@ -2,7 +2,8 @@
 
 `BetterAuth(**settings)` starts one server process on a free 127.0.0.1 port;
 `sign_up()` creates a user and returns a `User` whose session cookie fetches JWTs
-both ways a frontend does.
+both ways a frontend does, and who holds Better Auth's session cache when the server
+runs with `COOKIE_CACHE="jwt"`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tests.support import unavailable
 
 SERVER_DIR = Path(__file__).parent / "betterauth"
 PASSWORD = "correct horse battery staple"
+# Better Auth's BETTER_AUTH_SECRET: the session cache is signed with it.
+SECRET = "test-only-secret-of-better-auth-0123456789"
+SESSION_CACHE_COOKIE = "better-auth.session_data"  # on http; `__Secure-` in front on https
 
 
 def require_node() -> None:
@@ -41,6 +45,7 @@ class User:
     id: str
     email: str
     opener: urllib.request.OpenerDirector  # carries the session cookie
+    cookies: http.cookiejar.CookieJar
 
     def token_from_token_endpoint(self) -> str:
         """`GET /api/auth/token` with the session cookie."""
@@ -53,16 +58,20 @@ class User:
         with self.opener.open(url, timeout=10) as response:
             return response.headers["set-auth-jwt"]
 
+    def session_cache_token(self) -> str:
+        """The `better-auth.session_data` cookie: the session cache, a JWT with COOKIE_CACHE=jwt."""
+        return next(cookie.value for cookie in self.cookies if cookie.name == SESSION_CACHE_COOKIE)
+
 
 class BetterAuth:
-    """One Better Auth server process; settings as in server.mjs (ALG, CUSTOM_PAYLOAD, ...)."""
+    """One Better Auth server process; settings as in server.mjs (ALG, COOKIE_CACHE, ...)."""
 
     def __init__(self, **settings: str):
         require_node()
         self.process = subprocess.Popen(
             ["node", str(SERVER_DIR / "server.mjs")],
             cwd=SERVER_DIR,
-            env={**os.environ, **settings},
+            env={**os.environ, "BETTER_AUTH_SECRET": SECRET, **settings},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -103,20 +112,18 @@ class BetterAuth:
 
     def sign_up(self, name: str = "Test User") -> User:
         email = f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:8]}@example.com"
-        opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
+        cookies = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
         body = {"email": email, "password": PASSWORD, "name": name}
         user = self._post(opener, "/api/auth/sign-up/email", body)["user"]
-        return User(server=self, id=user["id"], email=email, opener=opener)
+        return User(server=self, id=user["id"], email=email, opener=opener, cookies=cookies)
 
     def sign_in(self, user: User) -> User:
-        opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
+        cookies = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
         body = {"email": user.email, "password": PASSWORD}
         self._post(opener, "/api/auth/sign-in/email", body)
-        return User(server=self, id=user.id, email=user.email, opener=opener)
+        return User(server=self, id=user.id, email=user.email, opener=opener, cookies=cookies)
 
     def rotate_key(self) -> str:
         """Mint a new signing key; the old ones stay listed. Returns the new kid."""

@@ -9,9 +9,10 @@ token: a hit skips the parsing and the signature check in `_decode_jwt_from_conf
 What makes a hit as strict as a full verification (tokens.py holds the rules):
 
 - Only accepted tokens enter: flask-jwt-extended verified the signature, `iss`, `aud`,
-  `sub`, the times and the identity claim (`_decode_jwt_from_config`), and then our
-  token verification loader (`claims_are_acceptable`) accepted the claims; the loader
-  calls `remember_accepted`, which stores the token. A token that fails anything is
+  `sub`, the times and the identity claim (`_decode_jwt_from_config`; `session` for
+  Better Auth's session cache), and then our token verification loader
+  (`claims_are_acceptable`) accepted the claims; the loader calls
+  `remember_accepted`, which stores the token. A token that fails anything is
   never stored. The key is the whole token, so a token that differs by one character
   is another token, verified in full.
 - On every hit the key loader (`signing_key_for`) runs again with the stored header,
@@ -24,7 +25,8 @@ What makes a hit as strict as a full verification (tokens.py holds the rules):
 - The cache is emptied when the key set changes (`KeySet.generation`), so a token
   whose key was withdrawn from the JWKS is verified again, and refused.
 - flask-jwt-extended still runs, on every request, its own checks after decoding:
-  token type, blocklist, and our verification loader (maximum lifetime, identity).
+  token type, blocklist, and our verification loader (maximum lifetime, identity, and
+  for the session cache `session.userId` against `user.id`).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app, g
-from flask_jwt_extended import JWTManager
 
 from taskapp.auth.jwks import KeySet
+from taskapp.auth.session_cache import SessionCacheJWTManager
 
 Claims = dict[str, Any]  # a token's header or payload
 
@@ -137,13 +139,15 @@ def _still_valid(payload: Claims, now: float, leeway: float) -> bool:
     return not ("exp" in payload and int(payload["exp"]) <= now - leeway)
 
 
-class CachingJWTManager(JWTManager):
+class CachingJWTManager(SessionCacheJWTManager):
     """flask-jwt-extended's JWTManager, decoding each accepted token once per worker.
 
     flask-jwt-extended has no extension point for the decoding itself, so this
     overrides `JWTManager._decode_jwt_from_config`, which `decode_token` (and so
     `jwt_required`) calls, checked against flask-jwt-extended 4.7.4 (requirements.txt).
     tests/test_token_cache.py fails if that method disappears or changes its signature.
+    On a miss it calls the decoding of taskapp.auth.session_cache, so Better Auth's
+    session cache is remembered like any other token.
     """
 
     def _decode_jwt_from_config(

@@ -5,12 +5,15 @@
   Auth's JWKS (`signing_key_for`) or at the shared HS256 secret.
 - Only the configured algorithms are accepted, and a JWKS key only with the
   algorithm it declares: `none`, or HS256 made with a public key, never verify.
-- A token must expire and must name its user (`claims_problem`).
+- A token must expire and must name its user (`claims_problem`): its `sub`, or in
+  secret mode, for Better Auth's session cache, its `session.userId`, which must be
+  its `user.id` too (`caller_named_by`; taskapp.auth.session_cache decodes it).
 - An accepted token is remembered, per app and per worker, while it is valid and
   the keys are unchanged, so its next requests skip the signature check; every rule
   above still applies to them (`taskapp.auth.token_cache` says how).
 - A view needs a verified token (`token_required`), and the user in the path
-  must be the caller (`owner_required`); every task query then filters on that user.
+  must be the caller (`verified_caller`, `owner_required`); every task query then
+  filters on that user.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g
-from flask_jwt_extended import get_jwt_identity, jwt_required
+from flask_jwt_extended import get_jwt, jwt_required
 from jwt.exceptions import (
     InvalidAlgorithmError,
     InvalidKeyError,
@@ -31,6 +34,7 @@ from jwt.exceptions import (
 )
 
 from taskapp.auth.jwks import KeySet
+from taskapp.auth.session_cache import SESSION_CLAIM, reads_session_cache
 from taskapp.auth.token_cache import init_token_cache, remember_accepted
 from taskapp.extensions import jwt
 from taskapp.models import USER_ID_MAX
@@ -91,21 +95,58 @@ def signing_key_for(header: Claims, _unverified_payload: Claims) -> Any:
     return key
 
 
+def caller_named_by(payload: Claims) -> Any:
+    """The user a token names: its identity claim, or its session cache's `session.userId`.
+
+    Only what the token says: `claims_problem` says whether it may be trusted.
+    """
+    if reads_session_cache(payload):
+        return _session_user_id(payload)
+    return payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
+
+
+def verified_caller() -> Any:
+    """The user named by this request's token, once `token_required` has accepted it."""
+    return caller_named_by(get_jwt())
+
+
 def claims_problem(payload: Claims) -> str | None:
     """Why a verified token still cannot identify a caller, or None when it can."""
+    # The session cache lives minutes (cookieCache.maxAge): these apply to it unchanged.
     if "exp" not in payload:
         return "The token has no expiry"
     if payload["exp"] - time.time() > current_app.config["JWT_MAX_LIFETIME_SECONDS"]:
         return "The token expires too far in the future"
-    identity = payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
-    if (
-        not isinstance(identity, str)
-        or not identity.strip()
-        or len(identity) > USER_ID_MAX
-        or "\x00" in identity
-    ):
+    if reads_session_cache(payload):
+        return _session_cache_problem(payload)
+    if not _is_user_id(caller_named_by(payload)):
         return "The token does not name a valid user"
     return None
+
+
+def _session_cache_problem(payload: Claims) -> str | None:
+    # Better Auth writes both from one session row; tokens that differ were not made by it.
+    user_id = _session_user_id(payload)
+    if not _is_user_id(user_id):
+        return "The token's session.userId is not a valid user id"
+    user = payload.get("user")
+    if not isinstance(user, dict) or user.get("id") != user_id:
+        return "The token's session.userId and user.id differ"
+    return None
+
+
+def _session_user_id(payload: Claims) -> Any:
+    session = payload.get(SESSION_CLAIM)
+    return session.get("userId") if isinstance(session, dict) else None
+
+
+def _is_user_id(identity: Any) -> bool:
+    return (
+        isinstance(identity, str)
+        and bool(identity.strip())
+        and len(identity) <= USER_ID_MAX
+        and "\x00" not in identity
+    )
 
 
 @jwt.token_verification_loader
@@ -184,7 +225,7 @@ def owner_required(view: View) -> View:
     def check_owner(*args: Any, **kwargs: Any) -> Any:
         if not current_app.config["AUTH_ENABLED"]:
             return view(*args, **kwargs)
-        g.user_id = get_jwt_identity()  # for the request log
+        g.user_id = verified_caller()  # for the request log
         if g.user_id != kwargs.get("user_id"):
             return error_response(403, "You may only access your own tasks.")
         return view(*args, **kwargs)

@@ -16,9 +16,10 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 DESCRIPTION = """A per-user task API for frontends that sign in with Better Auth.
 
-Send the JWT from Better Auth's JWT plugin as `Authorization: Bearer <token>`;
-`{user_id}` in every path must be the token's user (its `sub`). Every error is
-`{"detail": "...", "errors"?: {"field": ["..."]}}`.
+Send the JWT from Better Auth's JWT plugin (or, with a shared secret, Better
+Auth's session cache) as `Authorization: Bearer <token>`; `{user_id}` in every
+path must be the token's user (its `sub`, or the session cache's
+`session.userId`). Every error is `{"detail": "...", "errors"?: {"field": ["..."]}}`.
 
 Requests are rate limited per user and per client IP: answers carry
 `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix

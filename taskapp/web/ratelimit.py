@@ -29,11 +29,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
-from flask_jwt_extended import get_jwt_identity
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
+from taskapp.auth.tokens import verified_caller
 from taskapp.web.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def exempt(blueprint: Blueprint) -> None:
 def caller_identity() -> str:
     """The verified token's identity; with AUTH_ENABLED=false, the path's user."""
     if current_app.config["AUTH_ENABLED"]:
-        return str(get_jwt_identity())
+        return str(verified_caller())
     return str((request.view_args or {}).get("user_id", ""))
 
 

@@ -3,9 +3,12 @@
 // {"baseURL": ...}, once it is listening; the tests read it to find the server.
 //
 // Settings (environment):
-//   ALG              the signing algorithm, jwks.keyPairConfig.alg (default EdDSA)
-//   CUSTOM_PAYLOAD   "1": a definePayload that leaves out most of the user object
-//   TRUSTED_ORIGINS  comma-separated origins allowed besides baseURL
+//   BETTER_AUTH_SECRET  Better Auth's secret (tests/better_auth.py always sets it)
+//   ALG                 the signing algorithm, jwks.keyPairConfig.alg (default EdDSA)
+//   CUSTOM_PAYLOAD      "1": a definePayload that leaves out most of the user object
+//   TRUSTED_ORIGINS     comma-separated origins allowed besides baseURL
+//   COOKIE_CACHE        "jwt": session.cookieCache with strategy "jwt", so the
+//                       better-auth.session_data cookie is an HS256 JWT signed with the secret
 // Test-only route: POST /__test__/rotate mints a new signing key (rotation); the
 // old ones stay listed, as after a rotation in a real deployment.
 // GET /app serves app.html, the frontend of the browser test (tests/betterauth/e2e.mjs):
@@ -28,11 +31,17 @@ if (process.env.CUSTOM_PAYLOAD === "1") {
   };
 }
 
+const session = {};
+if (process.env.COOKIE_CACHE === "jwt") {
+  session.cookieCache = { enabled: true, strategy: "jwt" };
+}
+
 const auth = betterAuth({
   baseURL,
-  secret: "test-only-secret-of-better-auth-0123456789",
+  secret: process.env.BETTER_AUTH_SECRET,
   database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
   emailAndPassword: { enabled: true },
+  session,
   rateLimit: { enabled: false },
   trustedOrigins: (process.env.TRUSTED_ORIGINS || "").split(",").filter(Boolean),
   plugins: [jwt(jwtOptions)],
