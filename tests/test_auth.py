@@ -122,7 +122,7 @@ def test_missing_authorization_header_is_401(client):
     assert_unauthorized(client.get(TASKS))
 
 
-@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    "])
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    ", "bearer", "BEARER "])
 def test_bearer_without_a_token_is_401(client, value):
     assert_unauthorized(client.get(TASKS, headers={"Authorization": value}))
 
@@ -144,7 +144,29 @@ def test_10_kb_of_junk_with_dots_is_401(client):
     assert_unauthorized(client.get(TASKS, headers=bearer(junk)))
 
 
-@pytest.mark.parametrize("scheme", ["Token", "JWT", "Basic"])
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_scheme_is_case_insensitive(client, scheme):
+    # RFC 9110 §11.1: an authentication scheme is matched case-insensitively.
+    response = client.get(TASKS, headers={"Authorization": f"{scheme} {hs256_token()}"})
+    assert response.status_code == 200, response.get_json()
+
+
+def test_lower_case_scheme_among_other_credentials_is_found(client):
+    header = f"Basic YWxpY2U6c2VjcmV0, bearer {hs256_token()}"
+    assert client.get(TASKS, headers={"Authorization": header}).status_code == 200
+
+
+def test_lower_case_scheme_gets_the_same_refusals(client):
+    token = hs256_token(lifetime=-120)
+    for scheme in ("Bearer", "bearer"):
+        response = client.get(TASKS, headers={"Authorization": f"{scheme} {token}"})
+        assert_unauthorized(response)
+        assert response.get_json() == {"detail": "The token has expired."}
+    two = f"bearer {hs256_token()}, Bearer {hs256_token()}"  # which one? neither
+    assert_unauthorized(client.get(TASKS, headers={"Authorization": two}))
+
+
+@pytest.mark.parametrize("scheme", ["Token", "JWT", "Basic", "Bearerx", "xbearer"])
 def test_wrong_scheme_is_401(client, scheme):
     response = client.get(TASKS, headers={"Authorization": f"{scheme} {hs256_token()}"})
     assert_unauthorized(response)
