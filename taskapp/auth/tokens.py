@@ -11,7 +11,9 @@
   above still applies to them (`taskapp.auth.token_cache` says how).
 - A view needs a verified token (`token_required`), and the user in the path
   must be the caller (`owner_required`); every task query then filters on that user.
-- The scheme is `Bearer` in any letter case (RFC 9110 §11.1; `verify_bearer_token`).
+- The scheme is `Bearer` in any letter case (RFC 9110 §11.1), and a token that is not
+  a JWT at all is refused in one sentence of ours, never the decoder's own
+  (`verify_bearer_token`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from jwt.exceptions import (
+    DecodeError,
     InvalidAlgorithmError,
     InvalidKeyError,
+    InvalidSignatureError,
     InvalidTokenError,
     PyJWKError,
     PyJWTError,
@@ -46,8 +50,13 @@ KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
 REALM = 'Bearer realm="taskapp"'
 MAX_REASON_LENGTH = 120
+NOT_A_JWT = "The token is not a well-formed JWT"
 # The scheme at the start of one of the header's comma-separated credentials.
 BEARER_SCHEME = re.compile(r"\s*(bearer)(?:\s|$)", re.IGNORECASE | re.ASCII)
+
+
+class MalformedToken(Exception):
+    """The Authorization header carries something that does not decode as a JWT."""
 
 
 def init_auth(app: Flask) -> None:
@@ -64,6 +73,7 @@ def init_auth(app: Flask) -> None:
     # flask-jwt-extended maps the token errors it knows to its callbacks; any other
     # PyJWT error raised while verifying is still the token's fault, never a 500.
     app.register_error_handler(PyJWTError, _unverifiable_token)
+    app.register_error_handler(MalformedToken, _malformed_token)
 
 
 def key_server_ready() -> bool:
@@ -137,6 +147,10 @@ def _unverifiable_token(_error: PyJWTError) -> Response:
     return _unauthorized("The token could not be verified", "unverifiable")
 
 
+def _malformed_token(_error: MalformedToken) -> Response:
+    return _unauthorized(NOT_A_JWT, "invalid")
+
+
 @jwt.unauthorized_loader
 def _missing_token(_reason: str) -> Response:
     return _unauthorized(
@@ -178,9 +192,20 @@ def token_required(view: View) -> View:
 
 
 def verify_bearer_token() -> None:
-    """flask-jwt-extended's `verify_jwt_in_request`, for `Bearer` in any letter case."""
+    """flask-jwt-extended's `verify_jwt_in_request`, for `Bearer` in any letter case.
+
+    PyJWT says why a token did not decode in the words of the decoder that failed
+    (a codec's or json's own message, "Invalid header padding"), which can quote the
+    token: such a token raises MalformedToken instead. A bad signature, though a
+    DecodeError too, keeps its own message, as every other refusal does.
+    """
     spell_bearer_as_flask_jwt_extended_does(request.environ)
-    verify_jwt_in_request()
+    try:
+        verify_jwt_in_request()
+    except DecodeError as error:
+        if isinstance(error, InvalidSignatureError):
+            raise
+        raise MalformedToken() from None
 
 
 def spell_bearer_as_flask_jwt_extended_does(environ: MutableMapping[str, Any]) -> None:
