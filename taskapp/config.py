@@ -44,6 +44,7 @@ APP_SETTINGS = (
     "JWKS_MIN_REFETCH_SECONDS",
     "MAX_BODY_BYTES",
     "CORS_ORIGINS",
+    "CORS_ALLOW_CREDENTIALS",
     "PROXY_HOPS",
     "RATELIMIT_ENABLED",
     "RATELIMIT_PER_USER",
@@ -62,6 +63,7 @@ MIN_SECRET_BYTES = 32
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 (a file name)
 SQLITE_FILE = "taskapp.sqlite3"
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+ANY_ORIGIN = "*"
 
 
 class ConfigError(RuntimeError):
@@ -163,6 +165,51 @@ def database_url(raw: str | None, instance_path: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def cors_origins(settings: Settings) -> tuple[list[str], bool]:
+    """CORS_ORIGINS as browsers write `Origin`, and whether they may send credentials.
+
+    taskapp.web.cors matches origins exactly, as browsers serialise them: scheme and
+    host in lower case, no path. So a configured origin is lower-cased and loses a
+    trailing slash (`https://App.example.com/` works as meant), and anything that is
+    not an origin is refused rather than never matching.
+    """
+    names = settings.names("CORS_ORIGINS")
+    credentials = settings.flag("CORS_ALLOW_CREDENTIALS", True)
+    if ANY_ORIGIN in names:
+        if names != [ANY_ORIGIN]:
+            raise ConfigError("CORS_ORIGINS is either * (any origin) or a list of origins")
+        # Browsers refuse credentials with `Access-Control-Allow-Origin: *`, and echoing
+        # every origin instead would let any site send them: the frontends must be named.
+        if credentials:
+            raise ConfigError(
+                "CORS_ORIGINS=* cannot allow credentials: list the frontends' origins, "
+                "or set CORS_ALLOW_CREDENTIALS=false"
+            )
+        return names, False
+    return [_origin(name) for name in names], credentials
+
+
+def _origin(value: str) -> str:
+    origin = value.lower().removesuffix("/")
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 (raises ValueError when the port is not a number)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or not origin.isascii()
+        or not parts.hostname
+        or "@" in parts.netloc
+        or origin != f"{parts.scheme}://{parts.netloc}"
+    ):
+        raise ConfigError(
+            "CORS_ORIGINS takes origins such as https://app.example.com "
+            f"(scheme://host[:port], no path), not {value!r}"
+        )
+    return origin
+
+
 def _development_secret(instance_path: str) -> str:
     """A random HS256 secret made once per checkout, so `make run` needs no setup."""
     path = Path(instance_path) / DEV_SECRET_FILE
@@ -219,6 +266,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
     storage_uri = settings.text("RATELIMIT_STORAGE_URI", "memory://")
     if urlsplit(storage_uri).scheme not in RATE_LIMIT_STORAGE_SCHEMES:
         raise ConfigError("RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL")
+    origins, credentials = cors_origins(settings)
     issuers = settings.names("JWT_ISSUER") or ([better_auth_url] if better_auth_url else [])
     audiences = settings.names("JWT_AUDIENCE") or ([better_auth_url] if better_auth_url else [])
 
@@ -246,7 +294,9 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "JWKS_TIMEOUT_SECONDS": settings.number("JWKS_TIMEOUT_SECONDS", 3, 0.1),
         "JWKS_CACHE_SECONDS": settings.number("JWKS_CACHE_SECONDS", 600, 0),
         "JWKS_MIN_REFETCH_SECONDS": settings.number("JWKS_MIN_REFETCH_SECONDS", 5, 0),
-        "CORS_ORIGINS": settings.names("CORS_ORIGINS"),
+        # Read by taskapp.web.cors.
+        "CORS_ORIGINS": origins,
+        "CORS_ALLOW_CREDENTIALS": credentials,
         # Read by taskapp.web.ratelimit.
         "RATELIMIT_ENABLED": settings.flag("RATELIMIT_ENABLED", True),
         "RATELIMIT_PER_USER": settings.rate_limit("RATELIMIT_PER_USER", "120/minute"),

@@ -122,7 +122,7 @@ def test_missing_authorization_header_is_401(client):
     assert_unauthorized(client.get(TASKS))
 
 
-@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    "])
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    ", "bearer", "BEARER "])
 def test_bearer_without_a_token_is_401(client, value):
     assert_unauthorized(client.get(TASKS, headers={"Authorization": value}))
 
@@ -144,7 +144,29 @@ def test_10_kb_of_junk_with_dots_is_401(client):
     assert_unauthorized(client.get(TASKS, headers=bearer(junk)))
 
 
-@pytest.mark.parametrize("scheme", ["Token", "JWT", "Basic"])
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_scheme_is_case_insensitive(client, scheme):
+    # RFC 9110 §11.1: an authentication scheme is matched case-insensitively.
+    response = client.get(TASKS, headers={"Authorization": f"{scheme} {hs256_token()}"})
+    assert response.status_code == 200, response.get_json()
+
+
+def test_lower_case_scheme_among_other_credentials_is_found(client):
+    header = f"Basic YWxpY2U6c2VjcmV0, bearer {hs256_token()}"
+    assert client.get(TASKS, headers={"Authorization": header}).status_code == 200
+
+
+def test_lower_case_scheme_gets_the_same_refusals(client):
+    token = hs256_token(lifetime=-120)
+    for scheme in ("Bearer", "bearer"):
+        response = client.get(TASKS, headers={"Authorization": f"{scheme} {token}"})
+        assert_unauthorized(response)
+        assert response.get_json() == {"detail": "The token has expired."}
+    two = f"bearer {hs256_token()}, Bearer {hs256_token()}"  # which one? neither
+    assert_unauthorized(client.get(TASKS, headers={"Authorization": two}))
+
+
+@pytest.mark.parametrize("scheme", ["Token", "JWT", "Basic", "Bearerx", "xbearer"])
 def test_wrong_scheme_is_401(client, scheme):
     response = client.get(TASKS, headers={"Authorization": f"{scheme} {hs256_token()}"})
     assert_unauthorized(response)
@@ -209,6 +231,101 @@ def test_crit_header_with_non_latin1_text_is_401_over_real_http(http_server):
     assert response.status == 401
     assert list(body) == ["detail"]
     assert response.getheader("WWW-Authenticate", "").startswith("Bearer")
+
+
+# --- tokens that are not JWTs: one sentence, nothing of the decoder's or the token's --------
+
+NOT_A_JWT = "The token is not a well-formed JWT."
+GOOD_HEADER, GOOD_PAYLOAD, GOOD_SIGNATURE = hs256_token().split(".")
+NON_UTF8 = b64url(bytes([0xC3, 0x28, 0xFF, 0xFE, 0x80]))
+GARBAGE = {
+    "random bytes, base64url": ".".join(b64url(secrets.token_bytes(48)) for _ in range(3)),
+    "random text": secrets.token_urlsafe(40),
+    "two segments": f"{GOOD_HEADER}.{GOOD_PAYLOAD}",
+    "four segments": f"{GOOD_HEADER}.{GOOD_PAYLOAD}.{GOOD_SIGNATURE}.{GOOD_SIGNATURE}",
+    "empty segments": "..",
+    "non-UTF-8 header": f"{NON_UTF8}.{GOOD_PAYLOAD}.{GOOD_SIGNATURE}",
+    "non-UTF-8 payload": f"{GOOD_HEADER}.{NON_UTF8}.{GOOD_SIGNATURE}",
+    "bad JSON header": f"{b64url(b'{alg: HS256}')}.{GOOD_PAYLOAD}.{GOOD_SIGNATURE}",
+    "header a JSON array": f"{segment(['HS256'])}.{GOOD_PAYLOAD}.{GOOD_SIGNATURE}",
+    "bad JSON payload": f"{GOOD_HEADER}.{b64url(b'{sub: alice')}.{GOOD_SIGNATURE}",
+    "bad header padding": f"{GOOD_HEADER}x.{GOOD_PAYLOAD}.{GOOD_SIGNATURE}",
+    "signature not base64url": f"{GOOD_HEADER}.{GOOD_PAYLOAD}.!!!!",
+}
+
+
+def assert_not_a_jwt(response, token: str) -> None:
+    assert_unauthorized(response)
+    assert response.get_json() == {"detail": NOT_A_JWT}
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="taskapp", error="invalid_token", '
+        f'error_description="{NOT_A_JWT.rstrip(".")}"'
+    )
+    answer = response.get_data(as_text=True) + str(response.headers)
+    for part in token.split("."):
+        assert len(part) < 4 or part not in answer
+
+
+@pytest.mark.parametrize("token", GARBAGE.values(), ids=GARBAGE.keys())
+def test_token_that_is_not_a_jwt_gets_one_plain_sentence(client, token):
+    assert_not_a_jwt(client.get(TASKS, headers=bearer(token)), token)
+
+
+def test_claim_of_the_wrong_type_is_not_a_well_formed_jwt(client):
+    token = hmac_token({"alg": "HS256"}, {**claims(), "exp": "tomorrow"}, HS_SECRET.encode())
+    assert_not_a_jwt(client.get(TASKS, headers=bearer(token)), token)
+
+
+def test_raw_non_utf8_bytes_over_real_http_get_the_same_sentence(http_server):
+    junk = bytes(range(0x80, 0x100)) + secrets.token_bytes(64)
+    # One word of bytes (no comma, no control or blank character, even read as Latin-1):
+    # all of it is the token.
+    junk = bytes(
+        byte for byte in junk if byte > 0x20 and byte not in b",\x7f" and not chr(byte).isspace()
+    )
+    host, port = http_server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.putrequest("GET", TASKS)
+        connection.putheader("Authorization", b"Bearer " + junk)
+        connection.putheader("Connection", "close")
+        connection.endheaders()
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 401
+    assert body == {"detail": NOT_A_JWT}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"exp": 1}, "expired"),
+        ({"aud": "https://evil.example"}, "audience"),
+        ({"iss": "https://evil.example"}, "issuer"),
+        ({"aud": None}, '"aud" claim'),
+        ({"sub": None}, "sub"),
+        ({"exp": None}, "no expiry"),
+    ],
+    ids=["expired", "audience", "issuer", "no aud", "no sub", "no exp"],
+)
+def test_well_formed_tokens_keep_their_own_reasons(
+    jwks_client, signing_key, valid_claims, change, words
+):
+    payload = {**valid_claims(), **change}
+    payload = {name: value for name, value in payload.items() if value is not None}
+    response = jwks_client().get(TASKS, headers=bearer(signing_key.sign(payload)))
+    assert_unauthorized(response)
+    assert words in response.get_json()["detail"].lower()
+
+
+def test_bad_signature_keeps_its_own_reason(client):
+    header, payload, _signature = hs256_token().split(".")
+    forged = f"{header}.{payload}.{b64url(bytes(32))}"
+    response = client.get(TASKS, headers=bearer(forged))
+    assert_unauthorized(response)
+    assert "signature" in response.get_json()["detail"].lower()
 
 
 # --- HS256 mode: time claims -----------------------------------------------------------------

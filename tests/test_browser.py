@@ -3,7 +3,8 @@
 The page (tests/betterauth/app.html) is served by the test Better Auth server, on its
 origin, as a Next.js frontend is in a real deployment. The API runs on another origin
 behind a real HTTP server, so every call from the page is a CORS request with a
-preflight, and Chromium (driven by tests/betterauth/e2e.mjs) enforces the answer.
+preflight, sent with credentials as many Better Auth frontends send them, and Chromium
+(driven by tests/betterauth/e2e.mjs) enforces the answer.
 """
 
 from __future__ import annotations

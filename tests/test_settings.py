@@ -33,6 +33,7 @@ PLAUSIBLE = {
     "JWT_MAX_LIFETIME_SECONDS": "60",
     "MAX_BODY_BYTES": "1",
     "CORS_ORIGINS": "https://elsewhere.example.com",
+    "CORS_ALLOW_CREDENTIALS": "false",
     "PROXY_HOPS": "3",
     "RATELIMIT_ENABLED": "true",
     "RATELIMIT_PER_USER": "1/hour",

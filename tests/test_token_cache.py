@@ -124,6 +124,17 @@ def test_hs256_token_is_verified_once_too(app, auth, verifications):
     assert len(verifications) == 1
 
 
+def test_any_spelling_of_the_scheme_finds_the_cached_token(jwks_app, token_for, verifications):
+    app = jwks_app()
+    client = app.test_client()
+    token = token_for()
+    for scheme in ("bearer", "Bearer", "BEARER"):
+        response = client.get(TASKS, headers={"Authorization": f"{scheme} {token}"})
+        assert response.status_code == 200
+    assert len(verifications) == 1
+    assert cache_of(app).tokens() == [token]
+
+
 def test_cached_token_still_gets_the_owner_rule(jwks_app, token_for, verifications):
     client = jwks_app().test_client()
     headers = bearer(token_for("alice"))

@@ -144,7 +144,7 @@ class CachingJWTManager(SessionCacheJWTManager):
 
     flask-jwt-extended has no extension point for the decoding itself, so this
     overrides `JWTManager._decode_jwt_from_config`, which `decode_token` (and so
-    `jwt_required`) calls, checked against flask-jwt-extended 4.7.4 (requirements.txt).
+    `verify_jwt_in_request`) calls, checked against flask-jwt-extended 4.7.4 (requirements.txt).
     tests/test_token_cache.py fails if that method disappears or changes its signature.
     On a miss it calls the decoding of taskapp.auth.session_cache, so Better Auth's
     session cache is remembered like any other token.

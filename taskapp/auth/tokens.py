@@ -1,7 +1,7 @@
 """Who is calling, and what they may touch. Every security rule of taskapp is here.
 
 - Identity comes only from a JWT that Better Auth signed: flask-jwt-extended
-  verifies it (`jwt_required`), with its decode key loader pointed at Better
+  verifies it (`verify_jwt_in_request`), with its decode key loader pointed at Better
   Auth's JWKS (`signing_key_for`) or at the shared HS256 secret.
 - Only the configured algorithms are accepted, and a JWKS key only with the
   algorithm it declares: `none`, or HS256 made with a public key, never verify.
@@ -14,20 +14,26 @@
 - A view needs a verified token (`token_required`), and the user in the path
   must be the caller (`verified_caller`, `owner_required`); every task query then
   filters on that user.
+- The scheme is `Bearer` in any letter case (RFC 9110 §11.1), and a token that is not
+  a JWT at all is refused in one sentence of ours, never the decoder's own
+  (`verify_bearer_token`).
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g
-from flask_jwt_extended import get_jwt, jwt_required
+from flask import Flask, Response, current_app, g, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from jwt.exceptions import (
+    DecodeError,
     InvalidAlgorithmError,
     InvalidKeyError,
+    InvalidSignatureError,
     InvalidTokenError,
     PyJWKError,
     PyJWTError,
@@ -48,6 +54,13 @@ KEYSET = "taskapp.keyset"
 MAX_KID_LENGTH = 200
 REALM = 'Bearer realm="taskapp"'
 MAX_REASON_LENGTH = 120
+NOT_A_JWT = "The token is not a well-formed JWT"
+# The scheme at the start of one of the header's comma-separated credentials.
+BEARER_SCHEME = re.compile(r"\s*(bearer)(?:\s|$)", re.IGNORECASE | re.ASCII)
+
+
+class MalformedToken(Exception):
+    """The Authorization header carries something that does not decode as a JWT."""
 
 
 def init_auth(app: Flask) -> None:
@@ -64,6 +77,7 @@ def init_auth(app: Flask) -> None:
     # flask-jwt-extended maps the token errors it knows to its callbacks; any other
     # PyJWT error raised while verifying is still the token's fault, never a 500.
     app.register_error_handler(PyJWTError, _unverifiable_token)
+    app.register_error_handler(MalformedToken, _malformed_token)
 
 
 def key_server_ready() -> bool:
@@ -174,6 +188,10 @@ def _unverifiable_token(_error: PyJWTError) -> Response:
     return _unauthorized("The token could not be verified", "unverifiable")
 
 
+def _malformed_token(_error: MalformedToken) -> Response:
+    return _unauthorized(NOT_A_JWT, "invalid")
+
+
 @jwt.unauthorized_loader
 def _missing_token(_reason: str) -> Response:
     return _unauthorized(
@@ -199,20 +217,57 @@ def _unacceptable_claims(_header: Claims, payload: Claims) -> Response:
 
 
 def token_required(view: View) -> View:
-    """flask-jwt-extended's `jwt_required`: a valid token, or 401 before the view runs.
+    """A valid token (`verify_bearer_token`), or 401 before the view runs.
 
     With AUTH_ENABLED=false (development only, refused elsewhere by the config)
     no token is asked for.
     """
-    protected = jwt_required()(view)
 
     @wraps(view)
     def check_token(*args: Any, **kwargs: Any) -> Any:
-        if not current_app.config["AUTH_ENABLED"]:
-            return view(*args, **kwargs)
-        return protected(*args, **kwargs)
+        if current_app.config["AUTH_ENABLED"]:
+            verify_bearer_token()
+        return view(*args, **kwargs)
 
     return cast(View, check_token)
+
+
+def verify_bearer_token() -> None:
+    """flask-jwt-extended's `verify_jwt_in_request`, for `Bearer` in any letter case.
+
+    PyJWT says why a token did not decode in the words of the decoder that failed
+    (a codec's or json's own message, "Invalid header padding"), which can quote the
+    token: such a token raises MalformedToken instead. A bad signature, though a
+    DecodeError too, keeps its own message, as every other refusal does.
+    """
+    spell_bearer_as_flask_jwt_extended_does(request.environ)
+    try:
+        verify_jwt_in_request()
+    except DecodeError as error:
+        if isinstance(error, InvalidSignatureError):
+            raise
+        raise MalformedToken() from None
+
+
+def spell_bearer_as_flask_jwt_extended_does(environ: MutableMapping[str, Any]) -> None:
+    """Write the scheme as `Bearer`, the only spelling flask-jwt-extended accepts.
+
+    Each of the comma-separated credentials it would look at is rewritten
+    (`_decode_jwt_from_headers`); the token itself is left as it is, so the token
+    cache still finds it.
+    """
+    header = environ.get("HTTP_AUTHORIZATION")
+    if header is None or (header.startswith("Bearer ") and "," not in header):
+        return  # what nearly every client sends: nothing to rewrite
+    environ["HTTP_AUTHORIZATION"] = ",".join(map(_bearer_spelled_out, header.split(",")))
+
+
+def _bearer_spelled_out(credentials: str) -> str:
+    # Matched at the start only: a long token is never scanned.
+    scheme = BEARER_SCHEME.match(credentials)
+    if scheme is None:
+        return credentials
+    return f"{credentials[: scheme.start(1)]}Bearer{credentials[scheme.end(1) :]}"
 
 
 def owner_required(view: View) -> View:
