@@ -47,6 +47,11 @@ def test_list_documents_its_paging_headers(client):
     assert {"Link", "X-Total-Count", "Preference-Applied"} <= set(headers)
 
 
+def test_no_content_is_documented_without_content(client):
+    item = client.get("/openapi.json").json["paths"]["/api/{user_id}/tasks/{task_id}"]
+    assert "content" not in item["delete"]["responses"]["204"]
+
+
 def test_docs_page_is_served_with_its_assets_from_the_app(client):
     page = client.get("/docs")
     assert page.status_code == 200

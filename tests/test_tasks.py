@@ -1,6 +1,8 @@
 """The six endpoints: what each returns when things go right, and their statuses."""
 
+import http.client
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -113,8 +115,23 @@ def test_delete_returns_204_with_an_empty_body_and_removes_the_task(client, auth
     response = client.delete(url, headers=auth())
     assert response.status_code == 204
     assert response.data == b""
+    assert "Content-Type" not in response.headers
     assert client.get(url, headers=auth()).status_code == 404
     assert client.delete(url, headers=auth()).status_code == 404
+
+
+def test_delete_over_http_sends_no_content_type_length_or_body(http_server, auth, create_task):
+    server = urlsplit(http_server)
+    connection = http.client.HTTPConnection(server.hostname, server.port, timeout=10)
+    try:
+        connection.request("DELETE", f"/api/alice/tasks/{create_task()['id']}", headers=auth())
+        response = connection.getresponse()
+        assert response.status == 204
+        assert response.getheader("Content-Type") is None
+        assert response.getheader("Content-Length") is None
+        assert response.read() == b""
+    finally:
+        connection.close()
 
 
 def test_patch_complete_without_body_toggles(client, auth, create_task):

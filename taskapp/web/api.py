@@ -1,8 +1,9 @@
 """flask-smorest's Api and Blueprint, fitted to taskapp through their extension points.
 
-`Api` renders HTTP errors in taskapp's one shape and documents that shape;
-`Blueprint` reads request bodies as strict JSON within the size limit. Neither
-depends on the order in which `create_app()` sets things up.
+`Api` renders HTTP errors in taskapp's one shape and documents that shape, and
+answers no content with no content type; `Blueprint` reads request bodies as strict
+JSON within the size limit. Neither depends on the order in which `create_app()` sets
+things up.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Api(flask_smorest.Api):
         # Where the document is served is read from the app's config only.
         app.config.update(openapi.SERVED_AT)
         super().init_app(app, spec_kwargs=spec_kwargs)
+        app.after_request(untyped_no_content)
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         return handle_http_exception(error)
@@ -53,3 +55,15 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return document
+
+
+def untyped_no_content(response: Response) -> Response:
+    """A 204 names no content type, as it has no content.
+
+    flask-smorest builds `@blp.response(204)` with jsonify: Werkzeug sends neither its
+    body nor its length, but keeps `Content-Type: application/json`, and a client that
+    trusts the header parses an empty body as JSON and fails.
+    """
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
+    return response
