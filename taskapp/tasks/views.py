@@ -223,8 +223,8 @@ class TaskItem(MethodView):
     @blp.arguments(TaskUpdateSchema())
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
-    def put(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
-        """Change a task: only the fields sent are changed."""
+    def patch(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
+        """Change some of a task's fields: only the fields sent are changed."""
         task = find_task_to_change(user_id, task_id)
         if "is_completed" in fields:
             task.set_completed(fields.pop("is_completed"))
@@ -232,6 +232,12 @@ class TaskItem(MethodView):
             setattr(task, name, value)
         db.session.commit()
         return task, 200, etag_header(task.version)
+
+    # Older clients change tasks with PUT: it stays, and means what PATCH does.
+    put = blp.doc(
+        summary="Change a task, as PATCH does: only the fields sent are changed.",
+        description="Not a replacement: a field left out keeps its value. Prefer PATCH.",
+    )(patch)
 
     @blp.response(204)
     @blp.error_responses(*ALWAYS, 404, 412, 422)
