@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, request, url_for
-from flask.views import MethodView
 from webargs.flaskparser import abort  # flask-smorest's abort, typed
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
@@ -30,7 +29,7 @@ from taskapp.tasks.schemas import (
     TaskUpdateSchema,
 )
 from taskapp.timestamps import utcnow
-from taskapp.web.api import Blueprint
+from taskapp.web.api import Blueprint, MethodView
 from taskapp.web.openapi import ALWAYS, ETAG, WITH_BODY, header
 from taskapp.web.ratelimit import per_user_limit
 

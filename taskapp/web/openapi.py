@@ -18,7 +18,9 @@ DESCRIPTION = """A per-user task API for frontends that sign in with Better Auth
 
 Send the JWT from Better Auth's JWT plugin as `Authorization: Bearer <token>`;
 `{user_id}` in every path must be the token's user (its `sub`). Every error is
-`{"detail": "...", "errors"?: {"field": ["..."]}}`.
+`{"detail": "...", "errors"?: {"field": ["..."]}}`. An operation takes the query
+parameters listed for it and no others: an unknown one is a 422 that names it, as an
+unknown body field is.
 
 Requests are rate limited per user and per client IP: answers carry
 `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix
