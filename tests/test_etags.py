@@ -19,6 +19,9 @@ def test_every_single_task_response_carries_its_etag(client, auth, task_url):
     assert updated.headers["ETag"] == etag_of(client, auth, task_url)
     completed = client.patch(f"{task_url}/complete", headers=auth())
     assert completed.headers["ETag"] not in (etag, updated.headers["ETag"])
+    patched = client.patch(task_url, json={"priority": 3}, headers=auth())
+    assert patched.headers["ETag"] not in (etag, updated.headers["ETag"], completed.headers["ETag"])
+    assert patched.headers["ETag"] == etag_of(client, auth, task_url)
 
 
 def test_etag_changes_when_the_task_changes(client, auth, task_url):
@@ -43,7 +46,12 @@ def test_if_none_match_with_an_old_etag_returns_the_task(client, auth, task_url)
 
 @pytest.mark.parametrize(
     ("method", "suffix", "body"),
-    [("put", "", {"title": "Lost update"}), ("patch", "/complete", None), ("delete", "", None)],
+    [
+        ("patch", "", {"title": "Lost update"}),
+        ("put", "", {"title": "Lost update"}),
+        ("patch", "/complete", None),
+        ("delete", "", None),
+    ],
 )
 def test_stale_if_match_is_412_and_changes_nothing(client, auth, task_url, method, suffix, body):
     stale = etag_of(client, auth, task_url)
@@ -60,6 +68,7 @@ def test_stale_if_match_is_412_and_changes_nothing(client, auth, task_url, metho
 @pytest.mark.parametrize(
     ("method", "suffix", "body", "status"),
     [
+        ("patch", "", {"title": "Edited"}, 200),
         ("put", "", {"title": "Edited"}, 200),
         ("patch", "/complete", None, 200),
         ("delete", "", None, 204),
@@ -81,7 +90,10 @@ def test_if_match_star_lets_the_write_through(client, auth, task_url):
     assert response.json["title"] == "Any"
 
 
-def test_if_match_on_another_users_task_is_still_404(client, auth, task_url):
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_if_match_on_another_users_task_is_still_404(client, auth, task_url, method):
     bobs_url = task_url.replace("/api/alice/", "/api/bob/")
-    response = client.put(bobs_url, json={"title": "x"}, headers={**auth("bob"), "If-Match": "*"})
+    response = client.open(
+        bobs_url, method=method, json={"title": "x"}, headers={**auth("bob"), "If-Match": "*"}
+    )
     assert response.status_code == 404

@@ -47,6 +47,21 @@ def test_list_documents_its_paging_headers(client):
     assert {"Link", "X-Total-Count", "Preference-Applied"} <= set(headers)
 
 
+def test_patch_changes_a_task_as_put_does_and_both_are_documented(client):
+    item = client.get("/openapi.json").json["paths"]["/api/{user_id}/tasks/{task_id}"]
+    body = {"$ref": "#/components/schemas/TaskUpdate"}
+    for method in ("patch", "put"):
+        assert item[method]["requestBody"]["content"]["application/json"]["schema"] == body
+        assert set(item[method]["responses"]) == set(item["put"]["responses"])
+        assert "ETag" in item[method]["responses"]["200"]["headers"]
+    assert "PATCH" in item["put"]["description"]
+
+
+def test_no_content_is_documented_without_content(client):
+    item = client.get("/openapi.json").json["paths"]["/api/{user_id}/tasks/{task_id}"]
+    assert "content" not in item["delete"]["responses"]["204"]
+
+
 def test_docs_page_is_served_with_its_assets_from_the_app(client):
     page = client.get("/docs")
     assert page.status_code == 200
@@ -73,7 +88,7 @@ def test_api_conforms_to_its_document(make_app, auth):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     headers = auth("alice", lifetime=3600)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    assert len(operations) == 7
 
     for operation in operations:
 

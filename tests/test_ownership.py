@@ -12,6 +12,7 @@ import pytest
 ITEM_ENDPOINTS = [
     ("GET", "", None),
     ("PUT", "", {"title": "Taken over", "is_completed": True, "priority": 5}),
+    ("PATCH", "", {"title": "Taken over", "is_completed": True, "priority": 5}),
     ("DELETE", "", None),
     ("PATCH", "/complete", None),
     ("PATCH", "/complete", {"is_completed": True}),

@@ -1,6 +1,8 @@
-"""The six endpoints: what each returns when things go right, and their statuses."""
+"""The seven endpoints: what each returns when things go right, and their statuses."""
 
+import http.client
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -74,38 +76,61 @@ def test_get_with_matching_if_none_match_is_304(client, auth, create_task):
     assert response.data == b""
 
 
-def test_put_changes_only_the_fields_sent(client, auth, create_task):
+# PATCH is the way to change some fields; PUT, kept for older clients, does the same.
+changes = pytest.mark.parametrize("method", ["patch", "put"])
+
+
+@changes
+def test_change_touches_only_the_fields_sent(client, auth, create_task, method):
     task = create_task(title="old", description="keep me", priority=2)
-    response = client.put(f"/api/alice/tasks/{task['id']}", json={"title": "new"}, headers=auth())
+    url = f"/api/alice/tasks/{task['id']}"
+    response = client.open(url, method=method, json={"title": "new"}, headers=auth())
     assert response.status_code == 200
     assert response.json["title"] == "new"
     assert response.json["description"] == "keep me"
     assert response.json["priority"] == 2
     assert response.json["updated_at"] > task["updated_at"]
     assert response.json["created_at"] == task["created_at"]
+    assert response.headers["ETag"] == client.get(url, headers=auth()).headers["ETag"]
 
 
-def test_put_can_clear_the_description(client, auth, create_task):
+@changes
+def test_change_can_clear_the_description(client, auth, create_task, method):
     task = create_task(description="something")
-    response = client.put(
-        f"/api/alice/tasks/{task['id']}", json={"description": None}, headers=auth()
+    response = client.open(
+        f"/api/alice/tasks/{task['id']}", method=method, json={"description": None}, headers=auth()
     )
     assert response.json["description"] is None
 
 
-def test_put_completing_sets_and_reopening_clears_completed_at(client, auth, create_task):
+@changes
+def test_change_completing_sets_and_reopening_clears_completed_at(
+    client, auth, create_task, method
+):
     url = f"/api/alice/tasks/{create_task()['id']}"
-    done = client.put(url, json={"is_completed": True}, headers=auth()).json
+    done = client.open(url, method=method, json={"is_completed": True}, headers=auth()).json
     assert done["completed_at"] is not None
-    reopened = client.put(url, json={"is_completed": False}, headers=auth()).json
+    reopened = client.open(url, method=method, json={"is_completed": False}, headers=auth()).json
     assert reopened["is_completed"] is False
     assert reopened["completed_at"] is None
 
 
-def test_put_persists(client, auth, create_task):
+@changes
+def test_change_persists(client, auth, create_task, method):
     url = f"/api/alice/tasks/{create_task()['id']}"
-    client.put(url, json={"priority": 5}, headers=auth())
+    client.open(url, method=method, json={"priority": 5}, headers=auth())
     assert client.get(url, headers=auth()).json["priority"] == 5
+
+
+def test_patch_and_put_answer_the_same(client, auth, create_task):
+    body = {"title": "same", "description": None, "is_completed": True, "priority": 4}
+    patched = client.patch(f"/api/alice/tasks/{create_task()['id']}", json=body, headers=auth())
+    put = client.put(f"/api/alice/tasks/{create_task()['id']}", json=body, headers=auth())
+    ignored = {"id", "created_at", "updated_at", "completed_at"}
+    assert {k: v for k, v in patched.json.items() if k not in ignored} == {
+        k: v for k, v in put.json.items() if k not in ignored
+    }
+    assert patched.headers["ETag"] == put.headers["ETag"]
 
 
 def test_delete_returns_204_with_an_empty_body_and_removes_the_task(client, auth, create_task):
@@ -113,8 +138,23 @@ def test_delete_returns_204_with_an_empty_body_and_removes_the_task(client, auth
     response = client.delete(url, headers=auth())
     assert response.status_code == 204
     assert response.data == b""
+    assert "Content-Type" not in response.headers
     assert client.get(url, headers=auth()).status_code == 404
     assert client.delete(url, headers=auth()).status_code == 404
+
+
+def test_delete_over_http_sends_no_content_type_length_or_body(http_server, auth, create_task):
+    server = urlsplit(http_server)
+    connection = http.client.HTTPConnection(server.hostname, server.port, timeout=10)
+    try:
+        connection.request("DELETE", f"/api/alice/tasks/{create_task()['id']}", headers=auth())
+        response = connection.getresponse()
+        assert response.status == 204
+        assert response.getheader("Content-Type") is None
+        assert response.getheader("Content-Length") is None
+        assert response.read() == b""
+    finally:
+        connection.close()
 
 
 def test_patch_complete_without_body_toggles(client, auth, create_task):
@@ -155,6 +195,7 @@ def test_paths_work_with_and_without_trailing_slash(client, auth, create_task, s
     assert client.post(base, json={"title": "t"}, headers=auth()).status_code == 201
     assert client.get(item, headers=auth()).status_code == 200
     assert client.put(item, json={"title": "u"}, headers=auth()).status_code == 200
+    assert client.patch(item, json={"title": "v"}, headers=auth()).status_code == 200
     complete = f"/api/alice/tasks/{task['id']}/complete{suffix}"
     assert client.patch(complete, headers=auth()).status_code == 200
     assert client.delete(item, headers=auth()).status_code == 204

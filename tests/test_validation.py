@@ -74,12 +74,12 @@ def completer(client, auth, original):
     return Writer(client, auth(), "PATCH", f"{TASKS}/{original['id']}/complete")
 
 
-@pytest.fixture(params=["create", "update"])
+@pytest.fixture(params=["POST", "PATCH", "PUT"])
 def writer(request, client, auth, original):
-    """The same rule, checked on POST (TaskCreate) and on PUT (TaskUpdate)."""
-    if request.param == "create":
+    """The same rule, checked on POST (TaskCreate) and on PATCH and PUT (TaskUpdate)."""
+    if request.param == "POST":
         return Writer(client, auth(), "POST", TASKS)
-    return Writer(client, auth(), "PUT", f"{TASKS}/{original['id']}")
+    return Writer(client, auth(), request.param, f"{TASKS}/{original['id']}")
 
 
 # --- title -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ not priorities. A field the server owns, or one nobody knows, is refused.
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
@@ -163,7 +163,24 @@ def _in_utc_range(moment: datetime) -> None:
 
 
 class TaskListQuerySchema(Schema):
-    """Query parameters of the task list; each bad value is a 422 naming it."""
+    """Query parameters of the task list; each bad value is a 422 naming it, and so is a
+    parameter that is not one of these (taskapp.web.request_query)."""
+
+    # What frontends send when they mean one of these, and what the 422 says to send.
+    MISNAMED: ClassVar[dict[str, str]] = {
+        "search": "Did you mean q?",
+        "query": "Did you mean q?",
+        "status": "Did you mean completed (true or false)?",
+        "done": "Did you mean completed (true or false)?",
+        "order": "Use sort, with a - prefix for descending: sort=-created_at.",
+        "order_by": "Did you mean sort?",
+        "sort_by": "Did you mean sort?",
+        "page": "Pages are not numbered: follow the Link header's next URL (its cursor).",
+        "offset": "Pages are not numbered: follow the Link header's next URL (its cursor).",
+        "per_page": "Did you mean limit?",
+        "page_size": "Did you mean limit?",
+        "since": "Did you mean updated_since?",
+    }
 
     limit = fields.Integer(
         load_default=100,

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flask import Flask, Response, current_app, request, url_for
-from flask.views import MethodView
 from webargs.flaskparser import abort  # flask-smorest's abort, typed
 from werkzeug.http import quote_etag
 from werkzeug.routing import BaseConverter
@@ -30,7 +29,7 @@ from taskapp.tasks.schemas import (
     TaskUpdateSchema,
 )
 from taskapp.timestamps import utcnow
-from taskapp.web.api import Blueprint
+from taskapp.web.api import Blueprint, MethodView
 from taskapp.web.openapi import ALWAYS, ETAG, WITH_BODY, header
 from taskapp.web.ratelimit import per_user_limit
 
@@ -223,8 +222,8 @@ class TaskItem(MethodView):
     @blp.arguments(TaskUpdateSchema())
     @blp.response(200, TaskResponseSchema, headers=ETAG)
     @blp.error_responses(*ALWAYS, *WITH_BODY, 404, 412)
-    def put(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
-        """Change a task: only the fields sent are changed."""
+    def patch(self, fields: Fields, user_id: str, task_id: str) -> tuple[Task, int, Headers]:
+        """Change some of a task's fields: only the fields sent are changed."""
         task = find_task_to_change(user_id, task_id)
         if "is_completed" in fields:
             task.set_completed(fields.pop("is_completed"))
@@ -232,6 +231,12 @@ class TaskItem(MethodView):
             setattr(task, name, value)
         db.session.commit()
         return task, 200, etag_header(task.version)
+
+    # Older clients change tasks with PUT: it stays, and means what PATCH does.
+    put = blp.doc(
+        summary="Change a task, as PATCH does: only the fields sent are changed.",
+        description="Not a replacement: a field left out keeps its value. Prefer PATCH.",
+    )(patch)
 
     @blp.response(204)
     @blp.error_responses(*ALWAYS, 404, 412, 422)

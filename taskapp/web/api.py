@@ -1,21 +1,24 @@
 """flask-smorest's Api and Blueprint, fitted to taskapp through their extension points.
 
-`Api` renders HTTP errors in taskapp's one shape and documents that shape;
-`Blueprint` reads request bodies as strict JSON within the size limit. Neither
-depends on the order in which `create_app()` sets things up.
+`Api` renders HTTP errors in taskapp's one shape and documents that shape, and
+answers no content with no content type; `Blueprint` reads request bodies as strict
+JSON within the size limit, and a query schema given to its `arguments` declares the
+view's query parameters; `MethodView` refuses any other. None of them depends on the
+order in which `create_app()` sets things up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+import flask.views
 import flask_smorest
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from taskapp.web import openapi
+from taskapp.web import openapi, request_query
 from taskapp.web.errors import ErrorSchema, handle_http_exception
 from taskapp.web.request_body import StrictJSONParser, check_request_body
 
@@ -32,6 +35,7 @@ class Api(flask_smorest.Api):
         # Where the document is served is read from the app's config only.
         app.config.update(openapi.SERVED_AT)
         super().init_app(app, spec_kwargs=spec_kwargs)
+        app.after_request(untyped_no_content)
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         return handle_http_exception(error)
@@ -44,6 +48,26 @@ class Blueprint(flask_smorest.Blueprint):
         super().__init__(*args, **kwargs)
         self.before_request(check_request_body)
 
+    def arguments(
+        self, schema: Any, *, location: str = "json", **kwargs: Any
+    ) -> Callable[[ViewFunc], ViewFunc]:
+        """flask-smorest's `arguments`; a query schema also declares the view's query
+        parameters, the only ones `MethodView` lets through."""
+        parse: Callable[[ViewFunc], ViewFunc] = super().arguments(
+            schema, location=location, **kwargs
+        )
+        if location != "query":
+            return parse
+        instance = schema() if isinstance(schema, type) else schema
+        parameters = request_query.declared_by(instance)
+
+        def declare(view: ViewFunc) -> ViewFunc:
+            parsed = parse(view)
+            setattr(parsed, request_query.DECLARED, parameters)
+            return parsed
+
+        return declare
+
     def error_responses(self, *statuses: int) -> Callable[[ViewFunc], ViewFunc]:
         """Document the error answers a view can give, each with taskapp's error body."""
 
@@ -53,3 +77,41 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return document
+
+
+class MethodView(flask.views.MethodView):
+    """Flask's MethodView, answering 422 to a query parameter its method does not declare.
+
+    The check runs inside the class's `decorators`, where the method's own arguments
+    are read: a request without a valid token is a 401 whatever its query string.
+    """
+
+    _query_parameters: ClassVar[dict[str, request_query.QueryParameters]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Once per class, so a request only looks its method up.
+        cls._query_parameters = {
+            method: request_query.declared_on(getattr(cls, method.lower()))
+            for method in cls.methods or ()
+        }
+        if "GET" in cls._query_parameters:  # Flask answers HEAD with GET
+            cls._query_parameters.setdefault("HEAD", cls._query_parameters["GET"])
+
+    def dispatch_request(self, **kwargs: Any) -> Any:
+        if request.query_string:
+            parameters = self._query_parameters.get(request.method, request_query.NONE)
+            request_query.refuse_undeclared(parameters)
+        return super().dispatch_request(**kwargs)
+
+
+def untyped_no_content(response: Response) -> Response:
+    """A 204 names no content type, as it has no content.
+
+    flask-smorest builds `@blp.response(204)` with jsonify: Werkzeug sends neither its
+    body nor its length, but keeps `Content-Type: application/json`, and a client that
+    trusts the header parses an empty body as JSON and fails.
+    """
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
+    return response

@@ -20,6 +20,8 @@ Send the JWT from Better Auth's JWT plugin (or, with a shared secret, Better
 Auth's session cache) as `Authorization: Bearer <token>`; `{user_id}` in every
 path must be the token's user (its `sub`, or the session cache's
 `session.userId`). Every error is `{"detail": "...", "errors"?: {"field": ["..."]}}`.
+An operation takes the query parameters listed for it and no others: an unknown one
+is a 422 that names it, as an unknown body field is.
 
 Requests are rate limited per user and per client IP: answers carry
 `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix
