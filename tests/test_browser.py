@@ -1,8 +1,9 @@
 """End to end in headless Chromium: a frontend page signs in to Better Auth and uses the API.
 
 The page (tests/betterauth/app.html) is served by the test Better Auth server, on its
-origin, as a Next.js frontend is in a real deployment. The API runs on another origin
-behind a real HTTP server, so every call from the page is a CORS request with a
+origin, as a Next.js frontend is in a real deployment, and calls the API through the
+TypeScript client (clients/typescript), built for the test. The API runs on another
+origin behind a real HTTP server, so every call from the page is a CORS request with a
 preflight, sent with credentials as many Better Auth frontends send them, and Chromium
 (driven by tests/betterauth/e2e.mjs) enforces the answer.
 """
@@ -22,6 +23,7 @@ from taskapp.extensions import db
 from taskapp.models import Task
 from tests.better_auth import SERVER_DIR, BetterAuth, require_node
 from tests.support import served, unavailable
+from tests.typescript_client import build_client, require_client
 
 CHROMIUM = Path("/usr/bin/chromium")
 E2E_SCRIPT = SERVER_DIR / "e2e.mjs"
@@ -29,8 +31,10 @@ E2E_TIMEOUT_SECONDS = 90  # the script gives up on its own after 30 s per browse
 
 
 def require_browser() -> None:
-    """Skip on a laptop without playwright-core or Chromium; in CI that is a failure instead."""
+    """Skip on a laptop without playwright-core, Chromium or the client's packages; in CI
+    that is a failure instead."""
     require_node()
+    require_client()
     missing = None
     if not (SERVER_DIR / "node_modules" / "playwright-core").is_dir():
         missing = "run `npm ci --prefix tests/betterauth` (make test does it when npm exists)"
@@ -44,6 +48,7 @@ def require_browser() -> None:
 @pytest.fixture(scope="module")
 def better_auth():
     require_browser()
+    build_client()
     with BetterAuth() as server:
         yield server
 
@@ -88,30 +93,44 @@ def test_page_on_an_allowed_origin_creates_lists_completes_and_deletes_a_task(
     user_id = signed_in(result)
     steps = result["steps"]
 
-    created = steps["create"]
-    assert created["status"] == 201
-    task = created["body"]
+    created = steps["create"]["value"]
+    task = created["task"]
     assert task["title"] == "Written in a browser"
     assert task["priority"] == 3
     assert task["is_completed"] is False
     assert task["user_id"] == user_id
-    # An exposed header: the page could read where the task lives.
+    # Exposed headers: the page could read where the task lives, and its version.
     assert created["location"].endswith(f"/api/{user_id}/tasks/{task['id']}")
+    assert created["etag"] == '"1"'
+    assert created["replayed"] is False
 
-    assert steps["list"]["status"] == 200
-    assert [listed["id"] for listed in steps["list"]["body"]] == [task["id"]]
+    # The Idempotency-Key passed the preflight; the replay says so in an exposed header.
+    again = steps["createAgain"]["value"]
+    assert again["task"] == task
+    assert again["replayed"] is True
+    second = steps["createSecond"]["value"]["task"]
 
-    completed = steps["complete"]
-    assert completed["status"] == 200
-    assert completed["body"]["id"] == task["id"]
-    assert completed["body"]["is_completed"] is True
-    assert completed["body"]["completed_at"] is not None
+    # Paging and counting read Link and X-Total-Count, Prefer passed the preflight.
+    first_page = steps["firstPage"]["value"]
+    assert [listed["id"] for listed in first_page["tasks"]] == [second["id"]]
+    assert first_page["nextCursor"]
+    assert first_page["totalCount"] == 2
+    assert [listed["id"] for listed in steps["allPages"]["value"]] == [second["id"], task["id"]]
 
-    assert steps["delete"]["status"] == 204
-    assert steps["delete"]["body"] is None
+    # If-Match passed the preflight: with the ETag read at creation the completion applied,
+    # and the delete that still held that ETag afterwards was refused.
+    completed = steps["complete"]["value"]
+    assert completed["task"]["id"] == task["id"]
+    assert completed["task"]["is_completed"] is True
+    assert completed["task"]["completed_at"] is not None
+    assert completed["etag"] != created["etag"]
+    stale = steps["deleteStale"]
+    assert stale["status"] == 412
+    assert stale["detail"] == "The resource has changed since you last fetched it."
 
-    assert steps["listAfterDelete"]["status"] == 200
-    assert steps["listAfterDelete"]["body"] == []
+    assert steps["delete"] == {"value": None}
+    remaining = steps["listAfterDelete"]["value"]["tasks"]
+    assert [listed["id"] for listed in remaining] == [second["id"]]
 
 
 def test_page_on_a_disallowed_origin_is_blocked_by_the_browser_and_creates_nothing(
@@ -127,7 +146,7 @@ def test_page_on_a_disallowed_origin_is_blocked_by_the_browser_and_creates_nothi
     user_id = signed_in(result)  # the page had a valid token for the API
     steps = result["steps"]
     assert steps["create"]["blocked"] is True, result
-    assert "list" not in steps
+    assert "createAgain" not in steps
     assert "blocked by CORS policy" in console
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Task)) == 0

@@ -13,7 +13,10 @@
 // old ones stay listed, as after a rotation in a real deployment.
 // GET /app serves app.html, the frontend of the browser test (tests/betterauth/e2e.mjs):
 // a Next.js app lives on Better Auth's origin in a real deployment, so the page does too.
+// GET /client/<name>.js serves the page the TypeScript client as built
+// (clients/typescript/dist), and /client/openapi-fetch.js its one dependency.
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
@@ -49,6 +52,27 @@ const auth = betterAuth({
 
 const handleAuth = toNodeHandler(auth);
 const appPage = readFileSync(new URL("./app.html", import.meta.url));
+const clientDir = new URL("../../clients/typescript/", import.meta.url);
+
+/** The file behind a /client/ path, or null: only the built modules, never a path the URL makes up. */
+function clientFile(pathname) {
+  if (pathname === "/client/openapi-fetch.js") {
+    return new URL("node_modules/openapi-fetch/dist/index.mjs", clientDir);
+  }
+  const name = /^\/client\/([a-z-]+\.js)$/.exec(pathname)?.[1];
+  return name ? new URL(`dist/${name}`, clientDir) : null;
+}
+
+async function serveClient(file, res) {
+  try {
+    const body = await readFile(file);
+    res.writeHead(200, { "content-type": "text/javascript; charset=utf-8", "cache-control": "no-store" });
+    res.end(body);
+  } catch {
+    res.writeHead(404, { "content-type": "text/plain" });
+    res.end("not built: run `make client`\n");
+  }
+}
 
 async function rotate(res) {
   const key = await createJwk({ context: await auth.$context }, jwtOptions);
@@ -65,9 +89,15 @@ server.on("request", (req, res) => {
     return;
   }
   // The page reads its settings from the query string (?api=...): match the path only.
-  if (req.method === "GET" && new URL(req.url, baseURL).pathname === "/app") {
+  const { pathname } = new URL(req.url, baseURL);
+  if (req.method === "GET" && pathname === "/app") {
     res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
     res.end(appPage);
+    return;
+  }
+  const file = req.method === "GET" && clientFile(pathname);
+  if (file) {
+    serveClient(file, res);
     return;
   }
   handleAuth(req, res);
