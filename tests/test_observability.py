@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -199,15 +199,14 @@ def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path, auth):
 
         def get(_):
             request = urllib.request.Request(f"{server.url}/api/alice/tasks", headers=headers)
-            with urllib.request.urlopen(request, timeout=10) as response:
+            # Generous: on a loaded machine a request that timed out here would still be
+            # in flight, and counted only after the figures are read below.
+            with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status
 
-        # Concurrent requests, so both workers serve some of them.
-        threads = [threading.Thread(target=get, args=(n,)) for n in range(requests)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        # Concurrent requests, so both workers serve some of them; every one answered.
+        with ThreadPoolExecutor(max_workers=requests) as pool:
+            assert list(pool.map(get, range(requests))) == [200] * requests
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
             text = response.read().decode()
         assert len(list(multiproc.iterdir())) >= 2  # each worker wrote its own figures
