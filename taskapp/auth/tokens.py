@@ -51,6 +51,7 @@ Claims = dict[str, Any]  # a token's header or payload
 View = TypeVar("View", bound=Callable[..., Any])
 
 KEYSET = "taskapp.keyset"
+_CALLER = "_taskapp_caller"  # on `g`: the user the accepted token names
 MAX_KID_LENGTH = 200
 REALM = 'Bearer realm="taskapp"'
 MAX_REASON_LENGTH = 120
@@ -120,8 +121,8 @@ def caller_named_by(payload: Claims) -> Any:
 
 
 def verified_caller() -> Any:
-    """The user named by this request's token, once `token_required` has accepted it."""
-    return caller_named_by(get_jwt())
+    """The user named by this request's token, as `token_required` found it."""
+    return g.get(_CALLER)
 
 
 def claims_problem(payload: Claims) -> str | None:
@@ -227,6 +228,8 @@ def token_required(view: View) -> View:
     def check_token(*args: Any, **kwargs: Any) -> Any:
         if current_app.config["AUTH_ENABLED"]:
             verify_bearer_token()
+            # Once: the rate limit and the owner check both need it.
+            setattr(g, _CALLER, caller_named_by(get_jwt()))
         return view(*args, **kwargs)
 
     return cast(View, check_token)

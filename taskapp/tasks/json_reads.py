@@ -64,21 +64,13 @@ from taskapp.tasks.listing import (
     count_query,
     page_select,
 )
+from taskapp.tasks.schemas import TaskResponseSchema
 
 # PostgreSQL's to_char pattern for UTCTimestamp's format: 2026-01-17T09:30:00.123456Z
 PG_TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
-# TaskResponseSchema's fields, in its order: the first columns of every statement here.
-FIELDS = (
-    "id",
-    "user_id",
-    "title",
-    "description",
-    "is_completed",
-    "priority",
-    "completed_at",
-    "created_at",
-    "updated_at",
-)
+# TaskResponseSchema's fields, in its order: the first columns of every statement here
+# (`_pg_values` and `_sqlite_values` give one expression each, in this order).
+FIELDS = tuple(TaskResponseSchema().dump_fields)
 
 
 @dataclass(frozen=True)
@@ -104,14 +96,14 @@ def task_page(query: ListQuery, count: bool = False) -> TaskPage:
     `ListQuery.parameters` does, before any I/O.
     """
     parameters = query.parameters()  # first: an edited cursor is refused before any I/O
-    statement = _page_statement(query.shape(), count, db.engine.dialect.name)
-    rows = _read(statement, parameters)
+    shape = query.shape()
+    rows = _read(_page_statement(shape, count, db.engine.dialect.name), parameters)
     page = rows[: query.limit]
     more = len(rows) > query.limit
     total = None
     if count:
         # Each row carries the count; a page with no rows (past the last match) asks.
-        total = rows[0].total if rows else _read(_count_statement(query.shape()), parameters)[0][0]
+        total = rows[0].total if rows else _read(_count_statement(shape), parameters)[0][0]
     return TaskPage(
         body=orjson.dumps([dict(zip(FIELDS, row, strict=False)) for row in page]),
         rows=len(page),

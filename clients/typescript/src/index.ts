@@ -186,37 +186,25 @@ export function createTaskClient(options: TaskClientOptions) {
     }
   }
 
-  /** `PATCH`: change the fields in `body`, leave the others as they are. */
-  async function updateTask(
+  /** `PATCH` or `PUT` the fields in `body`: in this API both leave the others as they are. */
+  async function changeTask(
+    method: "PATCH" | "PUT",
     userId: string,
     taskId: string,
     body: TaskUpdate,
     { ifMatch }: WriteOptions = {},
   ): Promise<TaskWithEtag> {
-    return withEtag(
-      await api.PATCH(ITEM, {
-        params: item(userId, taskId),
-        body,
-        headers: { "If-Match": ifMatch },
-      }),
-    );
+    const request = { params: item(userId, taskId), body, headers: { "If-Match": ifMatch } };
+    return withEtag(method === "PATCH" ? await api.PATCH(ITEM, request) : await api.PUT(ITEM, request));
   }
 
+  /** `PATCH`: change the fields in `body`, leave the others as they are. */
+  const updateTask = (userId: string, taskId: string, body: TaskUpdate, options?: WriteOptions) =>
+    changeTask("PATCH", userId, taskId, body, options);
+
   /** `PUT`: in this API it too changes only the fields in `body`. */
-  async function replaceTask(
-    userId: string,
-    taskId: string,
-    body: TaskUpdate,
-    { ifMatch }: WriteOptions = {},
-  ): Promise<TaskWithEtag> {
-    return withEtag(
-      await api.PUT(ITEM, {
-        params: item(userId, taskId),
-        body,
-        headers: { "If-Match": ifMatch },
-      }),
-    );
-  }
+  const replaceTask = (userId: string, taskId: string, body: TaskUpdate, options?: WriteOptions) =>
+    changeTask("PUT", userId, taskId, body, options);
 
   /** Complete or reopen a task: `completed` sets it (safe to retry); without it, toggles. */
   async function completeTask(
