@@ -65,10 +65,11 @@ def forged(payload) -> str:
 
 @pytest.fixture
 def tasks(app):
-    """Alice's rows, with ties, and with the first and last moments UTC holds."""
+    """Alice's rows, with ties, and with the first and last moments UTC holds; and Bob's,
+    with the same keys, which no cursor of Alice's may reach."""
     rows = varied_rows(9)
     rows += [row(title="first", created_at=FIRST_MOMENT), row(title="last", created_at=LAST_MOMENT)]
-    insert_rows(app, rows)
+    insert_rows(app, rows + varied_rows(9, user="bob"))
     return rows
 
 
