@@ -2,11 +2,18 @@
 
 Pages are cut by the last row's sort key and id (keyset), never by an offset, so
 tasks created or deleted between two requests neither repeat nor go missing,
-and a deep page costs what the first does. A cursor is opaque to clients: it
-names the last row seen and a fingerprint of the user, sort and filters it
-belongs to, with a checksum. It is not secret (every query is the caller's own
-tasks anyway); a cursor that was edited, or that belongs to another user or
-another query, is refused with 422.
+and a deep page costs what the first does.
+
+A cursor is opaque to clients but neither secret nor sealed: base64 of a checksum and
+a JSON object naming the last row seen (its sort key and id) and a fingerprint of the
+user, sort and filters it was made for. The checksum is an unkeyed hash, so it catches
+a cursor damaged on the way (cut short, mistyped), not one edited on purpose: anyone
+can recompute it. Nothing rests on it. A cursor only says where to resume in the
+caller's own list (every statement filters on the user of the path, whom the token
+must name), so no cursor can reveal or reach another user's tasks; and every value
+in it is checked as the query parameter it stands for would be (`decode_cursor`), so
+any cursor a client can build is either followed or refused with 422, never a
+database error.
 
 Statements hold no values: each value is a named parameter (`ListQuery.parameters`),
 so one statement serves every query of the same shape (`ListQuery.shape`) and
@@ -16,7 +23,6 @@ taskapp.tasks.json_reads builds each shape's statement once.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import uuid
@@ -24,10 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task
+from taskapp.timestamps import in_utc
 
 SORTS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
     "-created_at": (Task.created_at, True),
@@ -41,10 +49,11 @@ SORTS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
 }
 DEFAULT_SORT = "-created_at"
 CHECKSUM_LENGTH = 16
+CURSOR_KEYS = frozenset({"v", "i", "f"})  # sort key value, row id, fingerprint
 
 
 class InvalidCursor(ValueError):
-    """The cursor was edited, or belongs to another user or another query."""
+    """The cursor is damaged or edited, or belongs to another user or another query."""
 
 
 class QueryShape(NamedTuple):
@@ -195,11 +204,16 @@ def _after(column: InstrumentedAttribute[Any], descending: bool) -> ColumnElemen
 
 def encode_cursor(query: ListQuery, value: object, last_id: uuid.UUID) -> str:
     """The cursor of the page that ended with the row whose sort key is `value`."""
-    payload = {
-        "v": value.isoformat() if isinstance(value, datetime) else value,
-        "i": last_id.hex,
-        "f": query.fingerprint(),
-    }
+    return _seal(
+        {
+            "v": value.isoformat() if isinstance(value, datetime) else value,
+            "i": last_id.hex,
+            "f": query.fingerprint(),
+        }
+    )
+
+
+def _seal(payload: dict[str, object]) -> str:
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     raw = f"{_digest(body)}{body}".encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -212,45 +226,75 @@ def sort_key(query: ListQuery, task: Task) -> object:
 
 
 def decode_cursor(query: ListQuery) -> tuple[object, uuid.UUID]:
-    """The (sort key, id) of the last row the cursor's page ended with."""
+    """The (sort key, id) of the last row the cursor's page ended with.
+
+    Raises InvalidCursor unless the cursor is one `encode_cursor` could have made for
+    this query: each value checked as the parameter it stands for (the sort key as
+    the sort's field, the id as a task id) and the fingerprint equal to this query's.
+    """
+    payload = _payload(query.cursor or "")
+    if payload["f"] != query.fingerprint():
+        raise InvalidCursor("another query's cursor")
+    column, _ = SORTS[query.sort]
+    return _sort_key(column.key, payload["v"]), _row_id(payload["i"])
+
+
+def _payload(cursor: str) -> dict[str, Any]:
+    """The cursor's JSON object, its checksum right and its keys exactly CURSOR_KEYS."""
     try:
-        cursor = query.cursor or ""
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        checksum, body = raw[:CHECKSUM_LENGTH], raw[CHECKSUM_LENGTH:]
-        if checksum != _digest(body):
-            raise InvalidCursor("checksum")
-        payload = json.loads(body)
-        if payload["f"] != query.fingerprint():
-            raise InvalidCursor("another query's cursor")
-        column, _ = SORTS[query.sort]
-        return _sort_key(column.key, payload["v"]), uuid.UUID(hex=payload["i"])
-    except (
-        ValueError,
-        KeyError,
-        TypeError,
-        OverflowError,
-        binascii.Error,
-        UnicodeDecodeError,
-    ) as error:
-        raise InvalidCursor(str(error)) from None
+    except ValueError:  # not base64 (binascii.Error), or not UTF-8 (UnicodeDecodeError)
+        raise InvalidCursor("not base64 of UTF-8 text") from None
+    checksum, body = raw[:CHECKSUM_LENGTH], raw[CHECKSUM_LENGTH:]
+    if checksum != _digest(body):
+        raise InvalidCursor("checksum")
+    try:
+        # orjson, not json: strict JSON only, a bounded nesting depth (json recurses
+        # into `[[[[…` until RecursionError) and no unpaired surrogate in a string.
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidCursor("not JSON") from None
+    if not isinstance(payload, dict) or payload.keys() != CURSOR_KEYS:
+        raise InvalidCursor("not a cursor's keys")
+    return payload
 
 
 def _sort_key(name: str, value: Any) -> datetime | int | str:
-    """The cursor's sort key, checked to be what the column holds: anything else is a 422,
-    never a database error or a silently empty page."""
+    """The cursor's sort key, checked as a value of its field: a timestamp as
+    `updated_since` is (taskapp.timestamps.in_utc), a priority and a title within a
+    task's bounds (a title's text is UTF-8 and its JSON had no unpaired surrogate)."""
     if name in ("created_at", "updated_at"):
-        moment = datetime.fromisoformat(value)  # TypeError or ValueError when it is not one
-        if moment.tzinfo is None:
-            raise InvalidCursor("timestamp without offset")
-        return moment.astimezone(UTC)  # OverflowError for a moment past year 1 or 9999 in UTC
+        if not isinstance(value, str):
+            raise InvalidCursor("timestamp")
+        try:
+            return in_utc(datetime.fromisoformat(value))  # as marshmallow reads updated_since
+        except ValueError:
+            raise InvalidCursor("timestamp") from None
     if name == "priority":
         if type(value) is not int or not PRIORITY_MIN <= value <= PRIORITY_MAX:
             raise InvalidCursor("priority")
         return value
-    if not isinstance(value, str) or len(value) > TITLE_MAX or "\x00" in value:
+    if not isinstance(value, str) or not 1 <= len(value) <= TITLE_MAX or "\x00" in value:
         raise InvalidCursor("title")
     return value
 
 
+def _row_id(value: Any) -> uuid.UUID:
+    """The cursor's row id, as the path's task id is read."""
+    if not isinstance(value, str):
+        raise InvalidCursor("id")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidCursor("id") from None
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:CHECKSUM_LENGTH]
+
+
+# The longest cursor `encode_cursor` writes, the bound of the `cursor` parameter: the
+# longest title, of characters JSON escapes to six (`\u0001`), ends a page.
+CURSOR_MAX_LENGTH = len(
+    _seal({"v": "\x01" * TITLE_MAX, "i": uuid.UUID(int=0).hex, "f": "0" * CHECKSUM_LENGTH})
+)

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from taskapp.models import DESCRIPTION_MAX, PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX
-from taskapp.tasks.listing import DEFAULT_SORT, SORTS
+from taskapp.tasks.listing import CURSOR_MAX_LENGTH, DEFAULT_SORT, SORTS
+from taskapp.timestamps import in_utc
 
 SERVER_OWNED_FIELDS = ("id", "user_id", "created_at", "updated_at", "completed_at")
 
@@ -155,11 +156,12 @@ class CompletionSchema(Schema):
 
 
 def _in_utc_range(moment: datetime) -> None:
-    # 0001-01-01T00:00:00+14:00 is a valid ISO 8601 moment that UTC cannot hold.
+    # 0001-01-01T00:00:00+14:00 is a valid ISO 8601 moment that UTC cannot hold; a
+    # cursor's timestamps pass the same check (taskapp.tasks.listing).
     try:
-        moment.astimezone(UTC)
-    except OverflowError:
-        raise ValidationError("Must be a moment between the years 1 and 9999 in UTC.") from None
+        in_utc(moment)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
 
 
 class TaskListQuerySchema(Schema):
@@ -188,7 +190,7 @@ class TaskListQuerySchema(Schema):
         metadata={"description": "Tasks per page, 1 to 100."},
     )
     cursor = fields.String(
-        validate=validate.Length(min=1, max=2000),
+        validate=validate.Length(min=1, max=CURSOR_MAX_LENGTH),
         metadata={"description": "The next page's cursor, from the previous page's `Link`."},
     )
     completed = fields.Boolean(
