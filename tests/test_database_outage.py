@@ -365,3 +365,44 @@ def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
         assert stored[task_id].title == title
     for task_id in completed:
         assert stored[task_id].is_completed is True
+
+
+# --- what the log shows while the database is down ------------------------------------
+
+# An answer during a known outage logs a line naming what failed, beside the request
+# line: never a traceback, which says nothing more (and, in the console format, runs
+# to a thousand lines that take seconds to render on every request).
+MOST_LINES_PER_OUTAGE_ANSWER = 3
+LONGEST_OUTAGE_LINE = 500  # characters; a JSON line holding a traceback runs to thousands
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_an_outage_logs_a_short_line_per_request_not_a_traceback(
+    postgresql, log_format, auth, capsys
+):
+    app = create_app(
+        {"DATABASE_URL": postgresql.url, "BETTER_AUTH_SECRET": HS_SECRET, "LOG_FORMAT": log_format}
+    )
+    client = app.test_client()
+    headers = auth("alice")
+    assert client.post("/api/alice/tasks", json={"title": "before"}, headers=headers).status_code
+    postgresql.pg_ctl("stop", "-m", "fast")
+    # A read and a write: the first meets the pooled connection the shutdown cut, the
+    # second a server that refuses connections.
+    for method in ("get", "post", "get"):
+        capsys.readouterr()
+        response = getattr(client, method)(
+            "/api/alice/tasks", json={"title": "during"} if method == "post" else None,
+            headers=headers,
+        )  # fmt: skip
+        logged = capsys.readouterr().err
+        lines = logged.splitlines()
+        assert response.status_code == 503, logged
+        assert 1 <= len(lines) <= MOST_LINES_PER_OUTAGE_ANSWER, logged
+        assert max(len(line) for line in lines) <= LONGEST_OUTAGE_LINE, logged
+        assert "Traceback" not in logged
+        (outage,) = [line for line in lines if "unavailable" in line]
+        assert "database" in outage
+        assert "OperationalError" in outage
+    with app.app_context():
+        db.engine.dispose()
