@@ -46,6 +46,7 @@ from taskapp import create_app
 from taskapp.extensions import db
 from taskapp.models import Task
 from tests.support import HS_SECRET, free_port, run_gunicorn, unavailable
+from tests.tcp_proxy import tcp_proxy
 
 WRITERS = 6
 REQUEST_TIMEOUT = 15  # a request that takes longer counts as hung
@@ -418,6 +419,53 @@ def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
         assert stored[task_id].title == title
     for task_id in completed:
         assert stored[task_id].is_completed is True
+
+
+# --- the network to the database failing -------------------------------------------
+
+
+@pytest.fixture
+def proxied_url(postgresql):
+    """`(proxy, url)`: the private PostgreSQL behind a TCP proxy the test can fail."""
+    with tcp_proxy(("127.0.0.1", postgresql.port)) as proxy:
+        yield proxy, postgresql.url.replace(f":{postgresql.port}/", f":{proxy.port}/")
+
+
+@pytest.mark.parametrize("failure", ["cut", "hang"])
+def test_a_failing_network_to_the_database_is_503_until_it_heals(
+    proxied_url, failure, tmp_path, auth
+):
+    """`cut`: every connection reset mid-stream, new ones refused. `hang`: connections
+    reset, new ones accepted and never answered. Either way each request is answered
+    503, in time, and the same worker serves again once the network is back."""
+    proxy, url = proxied_url
+    headers = auth("alice", lifetime=3600)
+    with run_gunicorn(
+        tmp_path,
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        env={"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET},
+    ) as server:
+        tasks_url = f"{server.url}/api/alice/tasks"
+        booted = server.worker_pids(1)
+        for _ in range(3):  # connections in the pool, for the failure to cut
+            assert send("POST", tasks_url, {"title": "before"}, headers).status == 201
+
+        getattr(proxy, failure)()
+        for method, url_asked, body in [
+            ("POST", tasks_url, {"title": "during"}),
+            ("GET", tasks_url, None),
+            ("GET", f"{server.url}/readyz", None),
+        ]:
+            assert_outage_answer(send(method, url_asked, body, headers))
+
+        proxy.restore()
+        wait_for_status(f"{server.url}/readyz", 200)
+        assert send("POST", tasks_url, {"title": "after"}, headers).status == 201
+        assert server.worker_pids(1) == booted, "gunicorn restarted its worker"
+        assert not server.log.matches("Traceback")
 
 
 # --- what the log shows while the database is down ------------------------------------
