@@ -63,6 +63,10 @@ MIN_SECRET_BYTES = 32
 DEV_SECRET_FILE = "dev-secret"  # noqa: S105 (a file name)
 SQLITE_FILE = "taskapp.sqlite3"
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+# libpq waits for a connection forever by default: a database host that accepts but
+# never answers would hold every request, and in the end every thread. With this
+# bound such a request is a 503 like any outage. `?connect_timeout=` in DATABASE_URL wins.
+DATABASE_CONNECT_TIMEOUT_SECONDS = 5
 ANY_ORIGIN = "*"
 
 
@@ -163,6 +167,17 @@ def database_url(raw: str | None, instance_path: str) -> str:
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg2")
     return url.render_as_string(hide_password=False)
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy's engine options for the database at `url` (as database_url made it)."""
+    # Never keep a connection longer than five minutes (serverless PostgreSQL
+    # closes idle ones); taskapp.extensions tests one that sat idle before use.
+    options: dict[str, Any] = {"pool_recycle": 300}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        options["connect_args"] = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_SECONDS}
+    return options
 
 
 def cors_origins(settings: Settings) -> tuple[list[str], bool]:
@@ -269,6 +284,7 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
     origins, credentials = cors_origins(settings)
     issuers = settings.names("JWT_ISSUER") or ([better_auth_url] if better_auth_url else [])
     audiences = settings.names("JWT_AUDIENCE") or ([better_auth_url] if better_auth_url else [])
+    database = database_url(settings.raw("DATABASE_URL"), instance_path)
 
     return {
         "APP_ENV": environment,
@@ -280,12 +296,8 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "METRICS_ENABLED": settings.flag("METRICS_ENABLED", False),
         "PROMETHEUS_MULTIPROC_DIR": settings.text("PROMETHEUS_MULTIPROC_DIR") or None,
         "AUTH_ENABLED": auth_enabled,
-        "SQLALCHEMY_DATABASE_URI": database_url(settings.raw("DATABASE_URL"), instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {
-            # Never keep a connection longer than five minutes (serverless PostgreSQL
-            # closes idle ones); taskapp.extensions tests one that sat idle before use.
-            "pool_recycle": 300,
-        },
+        "SQLALCHEMY_DATABASE_URI": database,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database),
         "MAX_CONTENT_LENGTH": int(settings.number("MAX_BODY_BYTES", 64 * 1024, 1)),
         # How many proxies in front of the app set X-Forwarded-*: exactly that many
         # values are trusted, so a client cannot forge its address, scheme or host.

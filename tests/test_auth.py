@@ -635,6 +635,21 @@ def test_cold_start_with_nothing_listening_is_503(make_app):
     assert_service_unavailable(response)
 
 
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_the_key_server_down_logs_short_lines_not_a_traceback(make_app, log_format, capsys):
+    base_url = f"http://127.0.0.1:{free_port()}"
+    key = SigningKey("EdDSA")
+    client = make_app(BETTER_AUTH_URL=base_url, LOG_FORMAT=log_format).test_client()
+    capsys.readouterr()
+    response = client.get(TASKS, headers=bearer(key.sign(better_auth_claims(base_url))))
+    assert_service_unavailable(response)
+    logged = capsys.readouterr().err
+    # The failed fetch, the 503 and the request line; each says what it is about.
+    assert len(logged.splitlines()) <= 3, logged
+    assert "Traceback" not in logged
+    assert "key server is unreachable" in logged
+
+
 def test_key_server_that_never_answers_is_503_after_the_fetch_timeout(make_app):
     # A listening socket that is never accepted from: the connection opens, no reply comes.
     with socket.socket() as silent:

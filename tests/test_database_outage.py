@@ -1,5 +1,9 @@
 """PostgreSQL restarts under load, behind gunicorn: no 500, nothing acknowledged is lost.
 
+While it is down every failed request is a 503 in the JSON error shape with
+Retry-After, /readyz says 503, and the log has one short line per answer, no
+traceback; once it is back the same workers (no restart) write and are ready again.
+
 The test runs its own PostgreSQL: `initdb` into a fresh temporary folder, a free
 port on 127.0.0.1, the schema built by the migrations. It stops and starts that
 cluster while writers run, and stops it (by its postmaster's pid if `pg_ctl`
@@ -31,7 +35,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import flask_migrate
@@ -42,6 +46,7 @@ from taskapp import create_app
 from taskapp.extensions import db
 from taskapp.models import Task
 from tests.support import HS_SECRET, free_port, run_gunicorn, unavailable
+from tests.tcp_proxy import tcp_proxy
 
 WRITERS = 6
 REQUEST_TIMEOUT = 15  # a request that takes longer counts as hung
@@ -264,7 +269,7 @@ def postgresql(tmp_path):
 
 @pytest.fixture
 def gunicorn(postgresql, tmp_path):
-    """The app under gunicorn (2 workers, 4 threads each) on a free port; yields its URL."""
+    """The app under gunicorn (2 workers, 4 threads each) on a free port."""
     with run_gunicorn(
         tmp_path,
         "--workers",
@@ -277,27 +282,57 @@ def gunicorn(postgresql, tmp_path):
         "info",
         env={"DATABASE_URL": postgresql.url, "BETTER_AUTH_SECRET": HS_SECRET},
     ) as server:
-        yield server.url
+        yield server
 
 
-def send(method: str, url: str, body: dict | None, headers: dict):
+@dataclass
+class Answer:
+    status: int | str  # a string when no answer came: what happened instead
+    body: object = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def send(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> Answer:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **headers}
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-            return response.status, json.loads(response.read() or b"null")
+            return Answer(response.status, json.loads(response.read() or b"null"), response.headers)
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-    except (TimeoutError, urllib.error.URLError) as error:
-        return f"no answer: {error}", None
+        return Answer(error.code, json.loads(error.read() or b"null"), error.headers)
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
+        return Answer(f"no answer: {error!r}")
+
+
+def assert_outage_answer(answer: Answer) -> None:
+    """503 in the API's one error shape, with a Retry-After that clients can act on."""
+    assert answer.status == 503, answer
+    assert isinstance(answer.body, dict), answer
+    assert set(answer.body) == {"detail"}, answer
+    assert answer.body["detail"], answer
+    assert int(answer.headers["Retry-After"]) > 0, answer
+
+
+def wait_for_status(url: str, status: int) -> Answer:
+    """Ask `url` until it answers `status`, for at most RECOVERY_DEADLINE seconds."""
+    deadline = time.monotonic() + RECOVERY_DEADLINE
+    while (answer := send("GET", url)).status != status:
+        assert time.monotonic() < deadline, f"{url} never answered {status}: {answer}"
+        time.sleep(0.1)  # polling a condition, with a deadline
+    return answer
 
 
 def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
     headers = auth("alice", lifetime=3600)
-    tasks_url = f"{gunicorn}/api/alice/tasks"
+    tasks_url = f"{gunicorn.url}/api/alice/tasks"
+    readyz_url = f"{gunicorn.url}/readyz"
     statuses: Counter = Counter()
+    outage_answers: list[Answer] = []  # every 503, to check their shape
     created: dict[str, str] = {}  # acknowledged with 201: id -> title
     completed: set[str] = set()  # acknowledged with 200 to {"is_completed": true}
     lock = threading.Lock()
@@ -308,32 +343,38 @@ def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
     restarted = threading.Event()
     stop = threading.Event()
 
+    def record(answer: Answer) -> None:
+        statuses[answer.status] += 1
+        if answer.status == 503:
+            outage_answers.append(answer)
+            if stopping.is_set():
+                noticed.set()
+
     def write(worker: int):
         while not stop.is_set():
             title = f"worker {worker} task {uuid.uuid4().hex[:8]}"
-            status, body = send("POST", tasks_url, {"title": title}, headers)
+            answer = send("POST", tasks_url, {"title": title}, headers)
             with lock:
-                statuses[status] += 1
-                if status == 201:
-                    created[body["id"]] = title
-                elif status == 503 and stopping.is_set():
-                    noticed.set()
-            if status != 201:
+                record(answer)
+                if answer.status == 201:
+                    created[answer.body["id"]] = title
+            if answer.status != 201:
                 continue
-            status, body = send(
-                "PATCH", f"{tasks_url}/{body['id']}/complete", {"is_completed": True}, headers
+            task_id = answer.body["id"]
+            answer = send(
+                "PATCH", f"{tasks_url}/{task_id}/complete", {"is_completed": True}, headers
             )
             with lock:
-                statuses[status] += 1
-                if status == 200:
-                    completed.add(body["id"])
+                record(answer)
+                if answer.status == 200:
+                    completed.add(task_id)
                     if len(completed) >= 2 * WRITERS:
                         under_load.set()
                     if restarted.is_set():
                         acknowledged_after_restart.set()
-                elif status == 503 and stopping.is_set():
-                    noticed.set()
 
+    booted = gunicorn.worker_pids(2)
+    assert send("GET", readyz_url).status == 200
     writers = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
     for writer in writers:
         writer.start()
@@ -341,21 +382,34 @@ def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
         assert under_load.wait(timeout=RECOVERY_DEADLINE), f"no load before the restart: {statuses}"
         # A restart in two steps, so the outage lasts until the API has answered
         # 503 at least once: a restart quicker than any request proves nothing.
+        # `-m fast` ends the connections the app holds (in the middle of requests,
+        # under this load); until the start, new ones are refused.
         stopping.set()
         postgresql.pg_ctl("stop", "-m", "fast")
         down = noticed.wait(timeout=RECOVERY_DEADLINE)
+        readyz_while_down = send("GET", readyz_url)
         postgresql.pg_ctl("start")
         restarted.set()
         recovered = acknowledged_after_restart.wait(timeout=RECOVERY_DEADLINE)
+        # The same workers (gunicorn booted none anew) find the database again.
+        ready_again = wait_for_status(readyz_url, 200)
     finally:
         stop.set()
         for writer in writers:
             writer.join()
 
     assert down, f"no 503 while PostgreSQL was down: {statuses}"
+    assert_outage_answer(readyz_while_down)
     assert recovered, f"no write succeeded after the restart: {statuses}"
+    assert ready_again.body == {"status": "ready"}
     assert set(statuses) <= {200, 201, 503}, statuses
     assert statuses[503] >= 1, f"the restart was not noticed, the test proved nothing: {statuses}"
+    for answer in outage_answers:
+        assert_outage_answer(answer)
+    assert gunicorn.worker_pids(2) == booted, "gunicorn restarted a worker"
+    # Known outages log a line each, never a traceback (see below).
+    tracebacks = gunicorn.log.matches("Traceback")
+    assert not tracebacks, f"{len(tracebacks)} tracebacks, the first: {tracebacks[0].string[:2000]}"
     app = create_app({"DATABASE_URL": postgresql.url, "BETTER_AUTH_SECRET": HS_SECRET})
     with app.app_context():
         stored = {str(task.id): task for task in db.session.scalars(select_rows(Task))}
@@ -365,3 +419,91 @@ def test_writes_survive_a_postgresql_restart(postgresql, gunicorn, auth):
         assert stored[task_id].title == title
     for task_id in completed:
         assert stored[task_id].is_completed is True
+
+
+# --- the network to the database failing -------------------------------------------
+
+
+@pytest.fixture
+def proxied_url(postgresql):
+    """`(proxy, url)`: the private PostgreSQL behind a TCP proxy the test can fail."""
+    with tcp_proxy(("127.0.0.1", postgresql.port)) as proxy:
+        yield proxy, postgresql.url.replace(f":{postgresql.port}/", f":{proxy.port}/")
+
+
+@pytest.mark.parametrize("failure", ["cut", "hang"])
+def test_a_failing_network_to_the_database_is_503_until_it_heals(
+    proxied_url, failure, tmp_path, auth
+):
+    """`cut`: every connection reset mid-stream, new ones refused. `hang`: connections
+    reset, new ones accepted and never answered. Either way each request is answered
+    503, in time, and the same worker serves again once the network is back."""
+    proxy, url = proxied_url
+    headers = auth("alice", lifetime=3600)
+    with run_gunicorn(
+        tmp_path,
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        env={"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET},
+    ) as server:
+        tasks_url = f"{server.url}/api/alice/tasks"
+        booted = server.worker_pids(1)
+        for _ in range(3):  # connections in the pool, for the failure to cut
+            assert send("POST", tasks_url, {"title": "before"}, headers).status == 201
+
+        getattr(proxy, failure)()
+        for method, url_asked, body in [
+            ("POST", tasks_url, {"title": "during"}),
+            ("GET", tasks_url, None),
+            ("GET", f"{server.url}/readyz", None),
+        ]:
+            assert_outage_answer(send(method, url_asked, body, headers))
+
+        proxy.restore()
+        wait_for_status(f"{server.url}/readyz", 200)
+        assert send("POST", tasks_url, {"title": "after"}, headers).status == 201
+        assert server.worker_pids(1) == booted, "gunicorn restarted its worker"
+        assert not server.log.matches("Traceback")
+
+
+# --- what the log shows while the database is down ------------------------------------
+
+# An answer during a known outage logs a line naming what failed, beside the request
+# line: never a traceback, which says nothing more (and, in the console format, runs
+# to a thousand lines that take seconds to render on every request).
+MOST_LINES_PER_OUTAGE_ANSWER = 3
+LONGEST_OUTAGE_LINE = 500  # characters; a JSON line holding a traceback runs to thousands
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_an_outage_logs_a_short_line_per_request_not_a_traceback(
+    postgresql, log_format, auth, capsys
+):
+    app = create_app(
+        {"DATABASE_URL": postgresql.url, "BETTER_AUTH_SECRET": HS_SECRET, "LOG_FORMAT": log_format}
+    )
+    client = app.test_client()
+    headers = auth("alice")
+    assert client.post("/api/alice/tasks", json={"title": "before"}, headers=headers).status_code
+    postgresql.pg_ctl("stop", "-m", "fast")
+    # A read and a write: the first meets the pooled connection the shutdown cut, the
+    # second a server that refuses connections.
+    for method in ("get", "post", "get"):
+        capsys.readouterr()
+        response = getattr(client, method)(
+            "/api/alice/tasks", json={"title": "during"} if method == "post" else None,
+            headers=headers,
+        )  # fmt: skip
+        logged = capsys.readouterr().err
+        lines = logged.splitlines()
+        assert response.status_code == 503, logged
+        assert 1 <= len(lines) <= MOST_LINES_PER_OUTAGE_ANSWER, logged
+        assert max(len(line) for line in lines) <= LONGEST_OUTAGE_LINE, logged
+        assert "Traceback" not in logged
+        (outage,) = [line for line in lines if "unavailable" in line]
+        assert "database" in outage
+        assert "OperationalError" in outage
+    with app.app_context():
+        db.engine.dispose()

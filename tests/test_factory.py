@@ -142,6 +142,21 @@ def test_postgres_urls_are_pinned_to_psycopg2(given, expected):
     assert database_url(given, "/unused") == expected
 
 
+@pytest.mark.parametrize(
+    ("url", "connect_args"),
+    [
+        # A database that accepts and never answers is an outage, not a hang
+        # (tests/test_database_outage.py): libpq's own default is to wait forever.
+        ("postgresql://u@db.example.com/app", {"connect_timeout": 5}),
+        ("postgresql://u@db.example.com/app?connect_timeout=20", None),  # the URL's wins
+        ("sqlite:////tmp/x.db", None),
+    ],
+)
+def test_connecting_to_postgresql_is_bounded_in_time(url, connect_args):
+    app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET})
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args") == connect_args
+
+
 def test_invalid_database_url_is_refused():
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         create_app({"DATABASE_URL": "not a url", "BETTER_AUTH_SECRET": HS_SECRET})

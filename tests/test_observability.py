@@ -91,6 +91,26 @@ def test_stack_traces_carry_the_request_id(app, client, capsys):
     assert {line["request_id"] for line in lines} == {"trace-500"}
 
 
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_an_unexpected_exception_logs_its_traceback_in_either_format(log_format, tmp_path, capsys):
+    # Known outages log one line (tests/test_database_outage.py); a bug keeps its trace.
+    app = create_app(
+        {"BETTER_AUTH_SECRET": HS_SECRET, "LOG_FORMAT": log_format},
+        instance_path=str(tmp_path),
+    )
+
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("boom")
+
+    assert app.test_client().get("/explode").status_code == 500
+    logged = capsys.readouterr().err
+    assert "Traceback" in logged
+    assert "RuntimeError" in logged
+    assert "boom" in logged
+    assert "in explode" in logged  # the frame that raised it
+
+
 def test_console_format_is_for_people(make_app, capsys):
     app = make_app(BETTER_AUTH_SECRET=HS_SECRET, LOG_FORMAT="console")
     app.test_client().get("/healthz")

@@ -12,6 +12,7 @@ import logging
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -557,3 +558,116 @@ def test_counting_returns_to_redis_when_it_is_back(private_redis, caplog):
         assert limits.count(limits.per_user, "user", "alice").count == 1
     assert private_redis.client().keys("outage:*")
     assert "reachable again" in caplog.records[-1].message
+
+
+# --- Redis going away and coming back, under load through gunicorn ----------------------
+
+LOAD_THREADS = 4
+# Bounds, so a broken fallback or recovery fails instead of hanging: each worker tries
+# Redis again STORAGE_RETRY_SECONDS after it failed, well within these.
+OUTAGE_DEADLINE = 60
+MOST_REQUESTS = 20_000  # a bound on the load, whatever happens
+BATCH = 16
+
+
+def counted_in_redis(client: redis.Redis, user: str) -> int:
+    """The user's requests counted in Redis: every window's count (a window may turn)."""
+    return sum(int(client.get(key) or 0) for key in client.scan_iter(match=f"*/{user}/*"))
+
+
+@ON_SQLITE
+def test_redis_going_away_and_coming_back_under_load(database_url, private_redis, tmp_path, auth):
+    """Redis stops while requests stream through gunicorn (as deployed: two workers of
+    four threads), then comes back.
+
+    While it is down every request is answered, with the rate-limit headers (each
+    worker counts in its own memory). Once it is back the workers return to it by
+    themselves: within a bound, every request answered is counted in Redis again.
+    """
+    private_redis.start()
+    redis_client = private_redis.client()
+    alice = auth("alice", lifetime=3600)
+    answers: list[tuple[str, int | str, bool]] = []  # (phase, status, carried the headers)
+    phase = ["up"]
+    lock = threading.Lock()
+    stop_load = threading.Event()
+
+    def ask(url: str) -> tuple[int | str, bool]:
+        try:
+            status, headers, _ = get(url, alice)
+        except (OSError, ValueError) as error:  # no answer, or not JSON
+            return f"no answer: {error!r}", False
+        return status, "X-RateLimit-Remaining" in headers
+
+    def load(url: str) -> None:
+        while not stop_load.is_set() and len(answers) < MOST_REQUESTS:
+            status, headers = ask(url)
+            with lock:
+                answers.append((phase[0], status, headers))
+
+    def answered_in(name: str) -> int:
+        with lock:
+            return sum(1 for answer in answers if answer[0] == name)
+
+    def wait_until(condition, what: str) -> None:
+        deadline = time.monotonic() + OUTAGE_DEADLINE
+        while not condition():
+            assert time.monotonic() < deadline, f"{what} within {OUTAGE_DEADLINE} s"
+            time.sleep(0.05)  # polling a condition, with a deadline
+
+    with run_gunicorn(
+        tmp_path,
+        "--workers",
+        "2",
+        env={
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_SECRET": HS_SECRET,
+            "RATELIMIT_ENABLED": "true",
+            "RATELIMIT_STORAGE_URI": private_redis.url,
+            "RATELIMIT_KEY_PREFIX": "outage",
+            "RATELIMIT_PER_USER": "100000/hour",
+            "RATELIMIT_PER_IP": "100000/hour",
+        },
+    ) as server:
+        url = f"{server.url}/api/alice/tasks"
+        loaders = [threading.Thread(target=load, args=(url,)) for _ in range(LOAD_THREADS)]
+        for loader in loaders:
+            loader.start()
+        try:
+            wait_until(lambda: counted_in_redis(redis_client, "alice") >= 20, "no count in Redis")
+
+            private_redis.stop()
+            with lock:
+                phase[0] = "down"
+            server.log.wait_for("Rate limit storage unreachable", timeout=OUTAGE_DEADLINE)
+            served = answered_in("down")
+            wait_until(lambda: answered_in("down") >= served + 20, "no answers while down")
+
+            private_redis.start()  # empty: it keeps nothing on disk
+            redis_client = private_redis.client()
+            with lock:
+                phase[0] = "back"
+            server.log.wait_for("Rate limit storage reachable again", timeout=OUTAGE_DEADLINE)
+        finally:
+            stop_load.set()
+            for loader in loaders:
+                loader.join()
+
+        # Back in Redis, every worker: a batch of concurrent requests (spread over the
+        # workers) is counted there in full. Until each worker has tried Redis again,
+        # the ones it answers are counted in its memory instead.
+        def batch_counted_in_redis() -> bool:
+            before = counted_in_redis(redis_client, "alice")
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                batch = list(pool.map(lambda _: ask(url), range(BATCH)))
+            with lock:
+                answers.extend(("back", status, headers) for status, headers in batch)
+            return counted_in_redis(redis_client, "alice") - before == BATCH
+
+        wait_until(batch_counted_in_redis, "requests not all counted in Redis again")
+
+    statuses = Counter((name, status) for name, status, _ in answers)
+    assert {status for _, status in statuses} == {200}, statuses
+    assert all(headers for _, _, headers in answers), "an answer without the rate-limit headers"
+    assert {name for name, _ in statuses} == {"up", "down", "back"}, statuses
+    assert "Traceback" not in "".join(server.log.lines)

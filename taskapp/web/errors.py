@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from marshmallow import Schema, fields
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -110,8 +110,28 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 
 def handle_service_unavailable(error: Exception) -> Response:
-    log.warning("dependency unavailable: %s", error.__class__.__name__, exc_info=error)
+    # A known outage: one line saying what failed. Its traceback would tell nothing
+    # more, on every request while the outage lasts (in the console format, a thousand
+    # lines that take seconds to render); unexpected errors keep theirs.
+    log.warning("dependency unavailable: %s", _outage_summary(error))
     return error_response(503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def _outage_summary(error: Exception) -> str:
+    """What failed and the error's first line, e.g. `database: OperationalError:
+    connection to server at "db", port 5432 failed: Connection refused`."""
+    if isinstance(error, SQLAlchemyError):
+        # The driver's own error says what happened; SQLAlchemy's wraps it in several
+        # lines (the statement, a link to its docs).
+        cause = getattr(error, "orig", None) or error
+        return f"database: {type(cause).__name__}: {_first_line(cause)}"
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    # args[0], not str(): SQLAlchemy's str() appends a link to its documentation.
+    message = str(error.args[0]) if error.args else str(error)
+    return message.strip().split("\n", 1)[0] or type(error).__name__
 
 
 def handle_database_error(error: DBAPIError) -> Response:
