@@ -14,6 +14,7 @@ from taskapp.config import load_config
 from taskapp.extensions import api, db, migrate
 from taskapp.tasks import views
 from taskapp.web import cors, errors, health, logs, metrics, openapi, ratelimit, security_headers
+from taskapp.web.keep_alive import finish_request_bodies
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def create_app(
     metrics.init_metrics(app)
     security_headers.init_security_headers(app)
     cors.init_cors(app)
+    finish_request_bodies(app)
 
     if app.config["PROXY_HOPS"]:
         # Behind nginx: the client's address, and the scheme, host and port it

@@ -9,6 +9,7 @@ other, the tests clear every one of them, and the README's table lists them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ APP_SETTINGS = (
     "RATELIMIT_ENABLED",
     "RATELIMIT_PER_USER",
     "RATELIMIT_PER_IP",
+    "RATELIMIT_EXEMPT_ADDRESSES",
     "RATELIMIT_STORAGE_URI",
     "RATELIMIT_KEY_PREFIX",
 )
@@ -145,6 +147,24 @@ class Settings:
                 f"{name} must be a rate limit such as {default!r}, not {value!r}"
             ) from None
         return value
+
+    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """A comma-separated list of IP addresses and networks (CIDR)."""
+        networks = []
+        for item in self.names(name):
+            try:
+                networks.append(ipaddress.ip_network(item))
+            except ValueError:
+                raise ConfigError(f"{name}: {_not_a_network(item)}") from None
+        return tuple(networks)
+
+
+def _not_a_network(item: str) -> str:
+    try:
+        meant = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return f"{item!r} is not an IP address or network (such as 127.0.0.1 or 10.0.0.0/8)"
+    return f"{item!r} has host bits set: the network is {meant}"
 
 
 def _either(choices: tuple[str, ...]) -> str:
@@ -313,6 +333,11 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "RATELIMIT_ENABLED": settings.flag("RATELIMIT_ENABLED", True),
         "RATELIMIT_PER_USER": settings.rate_limit("RATELIMIT_PER_USER", "120/minute"),
         "RATELIMIT_PER_IP": settings.rate_limit("RATELIMIT_PER_IP", "300/minute"),
+        # Matched against the client address the app sees (after ProxyFix): behind
+        # a proxy, the forwarded one. None by default, so a proxy that PROXY_HOPS
+        # does not know of (every client then seems to be the proxy) cannot turn
+        # the per-IP limit off unseen.
+        "RATELIMIT_EXEMPT_ADDRESSES": settings.networks("RATELIMIT_EXEMPT_ADDRESSES"),
         "RATELIMIT_STORAGE_URI": storage_uri,
         "RATELIMIT_KEY_PREFIX": settings.text("RATELIMIT_KEY_PREFIX", "taskapp"),
         # flask-jwt-extended: read only the Authorization header, verify with the

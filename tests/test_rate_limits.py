@@ -45,6 +45,7 @@ FRONTEND = "https://app.example.com"
 ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 REDIS_URL = "redis://127.0.0.1:6379/5"
+ELSEWHERE = {"REMOTE_ADDR": "198.51.100.7"}  # another client than the test client's 127.0.0.1
 
 
 @pytest.fixture
@@ -149,15 +150,110 @@ def test_answers_carry_the_rate_limit_headers(limited, auth):
 
 
 @ON_SQLITE
-def test_health_endpoints_are_exempt(limited):
+def test_the_liveness_probe_is_never_counted(limited):
     client = limited(RATELIMIT_PER_IP="2/minute").test_client()
     for _ in range(5):
-        for path in ("/healthz", "/readyz"):
-            response = client.get(path)
-            assert response.status_code == 200
-            assert not set(RATE_HEADERS) & set(response.headers.keys())
+        response = client.get("/healthz")
+        assert response.status_code == 200
+        assert not set(RATE_HEADERS) & set(response.headers.keys())
     # None of those used up the address's limit.
     assert client.get("/api/alice/tasks").headers["X-RateLimit-Remaining"] == "1"
+
+
+# Each kind of request that runs no view, or no authenticated one: (method, path, the
+# answer it gets while the address is under its limit, headers).
+UNAUTHENTICATED_KINDS = {
+    "options": ("OPTIONS", "/api/alice/tasks", 200, {}),
+    "preflight": (
+        "OPTIONS",
+        "/api/alice/tasks",
+        200,
+        {"Origin": FRONTEND, "Access-Control-Request-Method": "GET"},
+    ),
+    "no-such-route": ("GET", "/api/alice/nothing-here", 404, {}),
+    "made-up-method": ("BREW", "/api/alice/tasks", 405, {}),
+    "readiness-probe": ("GET", "/readyz", 200, {}),
+}
+
+
+@ON_SQLITE
+@pytest.mark.parametrize("kind", UNAUTHENTICATED_KINDS)
+def test_a_flood_of_any_kind_of_request_is_refused_after_the_ip_limit(limited, auth, kind):
+    method, path, status, headers = UNAUTHENTICATED_KINDS[kind]
+    client = limited(RATELIMIT_PER_IP="3/minute", CORS_ORIGINS=FRONTEND).test_client()
+    for left in (2, 1, 0):
+        response = client.open(path, method=method, headers=headers)
+        assert response.status_code == status
+        assert response.headers["X-RateLimit-Remaining"] == str(left)
+    for _ in range(3):
+        refused = client.open(path, method=method, headers=headers)
+        assert_too_many_requests(refused, limit=3, window_seconds=60)
+        assert "from this address" in refused.json["detail"]
+    # The flood used up the address's allowance for everything else; not another's.
+    assert client.get("/api/alice/tasks", headers=auth("alice")).status_code == 429
+    other = client.open(path, method=method, headers=headers, environ_base=ELSEWHERE)
+    assert other.status_code == status
+
+
+@ON_SQLITE
+@pytest.mark.parametrize("kind", UNAUTHENTICATED_KINDS)
+def test_an_exempt_address_is_never_refused(limited, kind):
+    method, path, status, headers = UNAUTHENTICATED_KINDS[kind]
+    client = limited(
+        RATELIMIT_PER_IP="3/minute",
+        RATELIMIT_EXEMPT_ADDRESSES="127.0.0.1, 2001:db8::/32",
+        CORS_ORIGINS=FRONTEND,
+    ).test_client()
+    # The test client's own address, an IPv4 client of a dual-stack socket, and IPv6.
+    for address in ("127.0.0.1", "::ffff:127.0.0.1", "2001:db8::7"):
+        for _ in range(5):
+            response = client.open(
+                path, method=method, headers=headers, environ_base={"REMOTE_ADDR": address}
+            )
+            assert response.status_code == status
+            assert not set(RATE_HEADERS) & set(response.headers.keys())
+    # An address outside the list is still counted.
+    for _ in range(3):
+        client.open(path, method=method, headers=headers, environ_base=ELSEWHERE)
+    refused = client.open(path, method=method, headers=headers, environ_base=ELSEWHERE)
+    assert_too_many_requests(refused, limit=3, window_seconds=60)
+
+
+@ON_SQLITE
+def test_an_exempt_address_keeps_its_users_limits(limited, auth):
+    client = limited(
+        RATELIMIT_PER_USER="2/minute", RATELIMIT_EXEMPT_ADDRESSES="127.0.0.0/8"
+    ).test_client()
+    for left in (1, 0):
+        response = client.get("/api/alice/tasks", headers=auth("alice"))
+        assert response.status_code == 200
+        assert response.headers["X-RateLimit-Remaining"] == str(left)
+    refused = client.get("/api/alice/tasks", headers=auth("alice"))
+    assert_too_many_requests(refused, limit=2, window_seconds=60)
+    assert "for this user" in refused.json["detail"]
+
+
+@ON_SQLITE
+def test_behind_a_proxy_the_exemption_is_for_the_forwarded_address(limited):
+    # nginx on the same host connects from loopback and forwards the client's address:
+    # exempting loopback exempts probes made on the host, never the clients nginx serves.
+    client = limited(
+        PROXY_HOPS="1", RATELIMIT_PER_IP="2/minute", RATELIMIT_EXEMPT_ADDRESSES="127.0.0.1"
+    ).test_client()
+    probe = {"X-Forwarded-For": "127.0.0.1"}
+    for _ in range(4):
+        assert client.get("/readyz", headers=probe).status_code == 200
+    # A client (as nginx forwards it), even one that claims loopback in its own header.
+    for forwarded in ("203.0.113.9", "127.0.0.1, 203.0.113.9"):
+        client = limited(
+            PROXY_HOPS="1", RATELIMIT_PER_IP="2/minute", RATELIMIT_EXEMPT_ADDRESSES="127.0.0.1"
+        ).test_client()
+        headers = {"X-Forwarded-For": forwarded}
+        assert [client.get("/readyz", headers=headers).status_code for _ in range(3)] == [
+            200,
+            200,
+            429,
+        ]
 
 
 @ON_SQLITE
@@ -168,7 +264,7 @@ def test_cors_exposes_the_headers_and_429s_are_readable_by_the_page(limited, aut
         "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "authorization",
     }
-    for _ in range(3):  # preflights use up nothing, and are never refused
+    for _ in range(3):  # preflights count against the IP's limit, never the user's
         assert client.options("/api/alice/tasks", headers=preflight).status_code == 200
     headers = {**auth("alice"), "Origin": FRONTEND}
     assert client.get("/api/alice/tasks", headers=headers).status_code == 200
@@ -223,6 +319,16 @@ def test_a_database_outage_keeps_its_own_retry_after(tmp_path, auth):
         ("RATELIMIT_PER_IP", "300 per fortnight", "RATELIMIT_PER_IP must be a rate limit"),
         ("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1", "RATELIMIT_STORAGE_URI must be"),
         ("RATELIMIT_ENABLED", "sometimes", "RATELIMIT_ENABLED must be true or false"),
+        (
+            "RATELIMIT_EXEMPT_ADDRESSES",
+            "127.0.0.1, nginx",
+            "RATELIMIT_EXEMPT_ADDRESSES: 'nginx' is not an IP address or network",
+        ),
+        (
+            "RATELIMIT_EXEMPT_ADDRESSES",
+            "10.0.0.1/8",
+            "RATELIMIT_EXEMPT_ADDRESSES: '10.0.0.1/8' has host bits set: the network is 10.0.0.0/8",
+        ),
     ],
 )
 def test_rate_limit_settings_are_checked_at_start_up(name, value, message):
@@ -236,6 +342,7 @@ def test_rate_limits_default_to_on_in_memory():
     assert app.config["RATELIMIT_PER_USER"] == "120/minute"
     assert app.config["RATELIMIT_PER_IP"] == "300/minute"
     assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert app.config["RATELIMIT_EXEMPT_ADDRESSES"] == ()  # nobody, loopback included
 
 
 # --- Redis, under gunicorn -------------------------------------------------------
@@ -461,17 +568,6 @@ def test_the_reset_is_the_end_of_a_window_aligned_to_the_clock(limited, auth):
 
 
 @ON_SQLITE
-def test_requests_that_match_no_route_are_not_counted(limited, auth):
-    client = limited(RATELIMIT_PER_IP="2/minute").test_client()
-    for _ in range(3):
-        missing = client.get("/api/alice/nothing-here", headers=auth("alice"))
-        assert missing.status_code == 404
-        assert "X-RateLimit-Limit" not in missing.headers
-    counted = client.get("/api/alice/tasks", headers=auth("alice"))
-    assert counted.status_code == 200
-
-
-@ON_SQLITE
 def test_with_several_limits_the_headers_and_the_429_name_the_tightest(limited, auth):
     client = limited(RATELIMIT_PER_USER="2/hour;1000/day").test_client()
     first = client.get("/api/alice/tasks", headers=auth("alice"))
@@ -526,6 +622,7 @@ def limits_counting_in(url: str, clock) -> RateLimits:
             "RATELIMIT_PER_USER": "1000/hour",
             "RATELIMIT_STORAGE_URI": url,
             "RATELIMIT_KEY_PREFIX": "outage",
+            "RATELIMIT_EXEMPT_ADDRESSES": (),
         },
         monotonic=clock,
     )

@@ -38,6 +38,7 @@ PLAUSIBLE = {
     "RATELIMIT_ENABLED": "true",
     "RATELIMIT_PER_USER": "1/hour",
     "RATELIMIT_PER_IP": "1/hour",
+    "RATELIMIT_EXEMPT_ADDRESSES": "10.0.0.0/8",
     "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:9",
     "GUNICORN_WORKERS": "7",
 }

@@ -1,11 +1,14 @@
 """Rate limits: per client IP on every request, per user once the token is verified.
 
 The IP limit (`RATELIMIT_PER_IP`) is checked before anything else runs, so guessing
-tokens is throttled too. `per_user_limit` (`RATELIMIT_PER_USER`) is a decorator the
-task views list after their token check, keyed by the token's identity: one user's
-requests never use up another's. Over either limit the answer is 429 in the JSON
-error shape with `Retry-After`; every limited answer carries `X-RateLimit-Limit`,
-`-Remaining` and `-Reset`.
+tokens is throttled too. It counts every request: CORS preflights, requests that match
+no route (404, 405) and `/readyz` alike, so no kind of request is a free flood. Only
+views marked `exempt` (the liveness probe) and clients in RATELIMIT_EXEMPT_ADDRESSES
+(the health checkers an operator names) are never counted. `per_user_limit`
+(`RATELIMIT_PER_USER`) is a decorator the task views list after their token check,
+keyed by the token's identity: one user's requests never use up another's. Over either
+limit the answer is 429 in the JSON error shape with `Retry-After`; every limited
+answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
 
 Windows are fixed and aligned to the clock (a one-minute window starts on the
 minute), so one counter increment is all a limit costs: the count comes back from
@@ -18,6 +21,7 @@ limiter never fails a request.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import math
 import threading
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
@@ -53,11 +57,13 @@ STORAGE_TIMEOUT_SECONDS = 1
 # return soon, seldom enough that an outage does not cost every request a timeout.
 STORAGE_RETRY_SECONDS = 5.0
 
-# Blueprints whose requests are never counted (the health probes).
-_exempt_blueprints: set[str] = set()
+# Set on a view function by `exempt`: its requests are never counted.
+_EXEMPT = "_taskapp_rate_limit_exempt"
 
 P = ParamSpec("P")
 R = TypeVar("R")
+View = TypeVar("View", bound=Callable[..., Any])
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -134,8 +140,21 @@ class RateLimits:
             Storage, storage_from_string(config["RATELIMIT_STORAGE_URI"], **storage_options(config))
         )
         self.fallback = SweptMemoryStorage()
+        self.exempt_networks: tuple[IPNetwork, ...] = config["RATELIMIT_EXEMPT_ADDRESSES"]
         self._monotonic = monotonic
         self._retry_storage_at = 0.0  # on `monotonic`'s clock; 0: the storage is in use
+
+    def exempts(self, address: str) -> bool:
+        """Whether the client `address` (as the app sees it, after ProxyFix) is never counted."""
+        if not self.exempt_networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # no address (a unix socket's peer) or not an IP
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped  # an IPv4 client of a dual-stack socket: ::ffff:10.0.0.1
+        return any(ip in network for network in self.exempt_networks)
 
     def count(self, limits: list[RateLimitItem], scope: str, identity: str) -> Window:
         """Count one request against each of `limits`; the window with the least left."""
@@ -191,9 +210,10 @@ def init_rate_limits(app: Flask) -> None:
     app.after_request(_add_rate_limit_headers)
 
 
-def exempt(blueprint: Blueprint) -> None:
-    """Never count the requests of `blueprint`."""
-    _exempt_blueprints.add(blueprint.name)
+def exempt(view: View) -> View:
+    """Never count requests to `view`: a probe that costs less to answer than to count."""
+    setattr(view, _EXEMPT, True)
+    return view
 
 
 def caller_identity() -> str:
@@ -220,21 +240,24 @@ def per_user_limit(view: Callable[P, R]) -> Callable[P, R | Response]:
 
 
 def _limit_client_ip() -> ResponseReturnValue | None:
-    # A CORS preflight is answered without running a view; a 429 there would reach
-    # the page as an opaque network error instead of a readable 429. A request that
-    # matches no route (404, 405) costs nothing worth limiting.
-    if (
-        request.method == "OPTIONS"
-        or request.endpoint is None
-        or request.blueprint in _exempt_blueprints
-    ):
-        return None
+    # Every request counts, those that run no view too: a flood of preflights, 404s or
+    # 405s is still a flood. (A refused preflight reaches a page as a network error,
+    # not a readable 429; by then the address is over its limit for every request.)
     limits: RateLimits = current_app.extensions[EXTENSION]
-    window = limits.count(limits.per_ip, IP_SCOPE, request.remote_addr or "")
+    address = request.remote_addr or ""
+    if _exempt_view() or limits.exempts(address):
+        return None
+    window = limits.count(limits.per_ip, IP_SCOPE, address)
     setattr(g, _COUNTED, window)
     if window.exceeded:
         return _too_many_requests(window)
     return None
+
+
+def _exempt_view() -> bool:
+    # No endpoint: the request matched no route, and is counted.
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    return getattr(view, _EXEMPT, False)
 
 
 def _too_many_requests(window: Window) -> Response:
@@ -249,7 +272,7 @@ def _too_many_requests(window: Window) -> Response:
 
 def _add_rate_limit_headers(response: Response) -> Response:
     """The limit this request counted against last: the user's once the token is
-    verified, else the client IP's. Uncounted requests (/healthz, /readyz) get none."""
+    verified, else the client IP's. Uncounted requests (/healthz, exempt addresses) get none."""
     window: Window | None = g.get(_COUNTED)
     if window is not None:
         response.headers[LIMIT_HEADER] = str(window.limit.amount)
