@@ -275,21 +275,25 @@ class Gunicorn:
 
 @contextlib.contextmanager
 def run_gunicorn(
-    directory: Path, *options: str, env: dict[str, str], unix_socket: bool = False
+    directory: Path,
+    *options: str,
+    env: dict[str, str],
+    unix_socket: bool = False,
+    port: int | None = None,
 ) -> Iterator[Gunicorn]:
     """gunicorn serving this checkout's app until the block ends; yields once it listens.
 
     Settings are the deployed ones: gunicorn.conf.py's, with its bind through
     GUNICORN_BIND (as deploy/taskapp.service gives it), `env` on top of the test's
     environment, and gunicorn's command-line `options` over both. It binds a free
-    port on 127.0.0.1 or, with `unix_socket`, `directory`/gunicorn.sock. It runs in
+    port on 127.0.0.1 (or `port`) or, with `unix_socket`, `directory`/gunicorn.sock. It runs in
     `directory`, not the checkout, so no developer's .env is read.
     """
     if unix_socket:
         socket_path, url = directory / "gunicorn.sock", None
         bind = f"unix:{socket_path}"
     else:
-        socket_path, url = None, f"http://127.0.0.1:{free_port()}"
+        socket_path, url = None, f"http://127.0.0.1:{port or free_port()}"
         bind = url.removeprefix("http://")
     inherited = {name: value for name, value in os.environ.items() if name != "GUNICORN_CMD_ARGS"}
     process = subprocess.Popen(
