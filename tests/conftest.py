@@ -59,7 +59,8 @@ def pytest_generate_tests(metafunc):
     too in a module marked `through_pgbouncer`; one that parametrizes `database_url`
     itself runs on the ones it names."""
     if "database_url" not in metafunc.fixturenames or any(
-        "database_url" in mark.args[0] for mark in metafunc.definition.iter_markers("parametrize")
+        "database_url" in (mark.args[0] if mark.args else mark.kwargs["argnames"])
+        for mark in metafunc.definition.iter_markers("parametrize")
     ):
         return
     databases = list(DATABASES)
