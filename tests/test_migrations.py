@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -19,7 +18,7 @@ from taskapp import create_app
 from taskapp.config import database_url
 from taskapp.migration_lock import MIGRATION_LOCK_KEY
 from tests.conftest import postgres_url_or_skip
-from tests.support import HS_SECRET, ROOT, START_TIMEOUT, run_pgbouncer
+from tests.support import HS_SECRET, ROOT, START_TIMEOUT, run_pgbouncer, stop
 
 
 @contextlib.contextmanager
@@ -141,25 +140,36 @@ def migration_target(request, tmp_path):
             yield admin, schema, url
 
 
-def start_upgrade(url: str, name: str, directory: Path) -> subprocess.Popen:
-    """`flask db upgrade` as a host runs it, its connections named `name` in pg_stat_activity."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": make_url(url)
-        .update_query_dict({"application_name": name})
-        .render_as_string(hide_password=False),
-        "BETTER_AUTH_SECRET": HS_SECRET,
-    }
-    command = ["flask", "--app", "wsgi", "db", "upgrade", "--directory", str(ROOT / "migrations")]
-    return subprocess.Popen(
-        [sys.executable, "-m", *command],
-        cwd=directory,  # no developer's .env
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+@pytest.fixture
+def start_upgrade(tmp_path):
+    """`start_upgrade(url, name)`: `flask db upgrade` as a host runs it, in a process of its
+    own, its connections named `name` in pg_stat_activity; stopped by the end of the test."""
+    started = []
+
+    def start(url: str, name: str) -> subprocess.Popen:
+        named = make_url(url).update_query_dict({"application_name": name})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": named.render_as_string(hide_password=False),
+            "BETTER_AUTH_SECRET": HS_SECRET,
+        }
+        command = ["flask", "--app", "wsgi", "db", "upgrade", "-d", str(ROOT / "migrations")]
+        started.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *command],
+                cwd=tmp_path,  # no developer's .env
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        stop(process)
 
 
 def wait_until_waiting(admin: Engine, sql: str, name: str, count: int, upgrades: list) -> None:
@@ -203,7 +213,7 @@ def migrated_schema(admin: Engine, schema: str) -> tuple[set[str], list[str]]:
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
 
 
-def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, tmp_path):
+def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, start_upgrade):
     admin, schema, url = migration_target
     name = f"race-{uuid.uuid4().hex[:8]}"
     with admin.connect() as holder:
@@ -213,7 +223,7 @@ def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, t
         # the holder gives up, one builds the schema and the other fails on its tables.
         transaction = holder.begin()
         holder.execute(text(f'CREATE TABLE "{schema}".alembic_version (version_num text)'))
-        upgrades = [start_upgrade(url, name, tmp_path) for _ in range(2)]
+        upgrades = [start_upgrade(url, name) for _ in range(2)]
         wait_until_waiting(admin, WAITING_ON_A_LOCK, name, 2, upgrades)
         transaction.rollback()
     results = finished(upgrades)
@@ -224,13 +234,13 @@ def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, t
     assert versions == [HEAD]
 
 
-def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_target, tmp_path):
+def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_target, start_upgrade):
     admin, schema, url = migration_target
     name = f"waits-{uuid.uuid4().hex[:8]}"
     with admin.connect() as holder:
         transaction = holder.begin()
         holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        upgrade = start_upgrade(url, name, tmp_path)
+        upgrade = start_upgrade(url, name)
         wait_until_waiting(admin, WAITING_ON_THE_MIGRATION_LOCK, name, 1, [upgrade])
         assert inspect(admin).get_table_names(schema=schema) == []  # it changed nothing yet
         transaction.rollback()
