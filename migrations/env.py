@@ -4,6 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from taskapp.migration_lock import hold_migration_lock
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -111,6 +113,9 @@ def run_migrations_online():
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():
+            # Before Alembic reads the current revision: a host that waited here
+            # reads the one the host before it committed.
+            hold_migration_lock(connection)
             context.run_migrations()
 
 

@@ -2,6 +2,9 @@
 
 PostgreSQL runs when TEST_DATABASE_URL names a database the tests may fill and
 empty. Without it the PostgreSQL half is skipped on a laptop, and fails in CI.
+Modules marked `through_pgbouncer` run a third time, on the same database through
+a private PgBouncer in transaction pooling (deploy/pgbouncer.ini), as a deployment
+on several hosts reaches PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,7 +19,19 @@ from taskapp import create_app
 from taskapp.config import SETTINGS
 from taskapp.extensions import db
 from taskapp.models import IdempotencyKey, Task
-from tests.support import HS_SECRET, KeyServer, SigningKey, bearer, hs256_token, served, unavailable
+from tests.support import (
+    HS_SECRET,
+    KeyServer,
+    SigningKey,
+    bearer,
+    hs256_token,
+    run_pgbouncer,
+    served,
+    unavailable,
+)
+
+DATABASES = ("sqlite", "postgresql")
+PGBOUNCER = "pgbouncer"  # PostgreSQL through PgBouncer, for modules marked through_pgbouncer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,11 +54,36 @@ def postgres_url_or_skip() -> str:
     unavailable("PostgreSQL tests", "TEST_DATABASE_URL=postgresql://user@host/empty_database")
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def pytest_generate_tests(metafunc):
+    """A test that takes `database_url` runs on each of DATABASES, and through PgBouncer
+    too in a module marked `through_pgbouncer`; one that parametrizes `database_url`
+    itself runs on the ones it names."""
+    if "database_url" not in metafunc.fixturenames or any(
+        "database_url" in (mark.args[0] if mark.args else mark.kwargs["argnames"])
+        for mark in metafunc.definition.iter_markers("parametrize")
+    ):
+        return
+    databases = list(DATABASES)
+    if metafunc.definition.get_closest_marker("through_pgbouncer"):
+        databases.append(PGBOUNCER)
+    metafunc.parametrize("database_url", databases, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(tmp_path_factory):
+    """The PostgreSQL test database through a private PgBouncer in transaction pooling."""
+    with run_pgbouncer(tmp_path_factory.mktemp("pgbouncer"), postgres_url_or_skip()) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def database_url(request, tmp_path_factory):
     """A database with the schema built by the migrations, once per backend."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tasks.sqlite3'}"
+    elif request.param == PGBOUNCER:
+        # The same database as "postgresql": pytest finishes one before it starts the other.
+        url = request.getfixturevalue("pgbouncer_url")
     else:
         url = postgres_url_or_skip()
     app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET})

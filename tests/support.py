@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import quote
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 
@@ -272,21 +275,25 @@ class Gunicorn:
 
 @contextlib.contextmanager
 def run_gunicorn(
-    directory: Path, *options: str, env: dict[str, str], unix_socket: bool = False
+    directory: Path,
+    *options: str,
+    env: dict[str, str],
+    unix_socket: bool = False,
+    port: int | None = None,
 ) -> Iterator[Gunicorn]:
     """gunicorn serving this checkout's app until the block ends; yields once it listens.
 
     Settings are the deployed ones: gunicorn.conf.py's, with its bind through
     GUNICORN_BIND (as deploy/taskapp.service gives it), `env` on top of the test's
     environment, and gunicorn's command-line `options` over both. It binds a free
-    port on 127.0.0.1 or, with `unix_socket`, `directory`/gunicorn.sock. It runs in
+    port on 127.0.0.1 (or `port`) or, with `unix_socket`, `directory`/gunicorn.sock. It runs in
     `directory`, not the checkout, so no developer's .env is read.
     """
     if unix_socket:
         socket_path, url = directory / "gunicorn.sock", None
         bind = f"unix:{socket_path}"
     else:
-        socket_path, url = None, f"http://127.0.0.1:{free_port()}"
+        socket_path, url = None, f"http://127.0.0.1:{port or free_port()}"
         bind = url.removeprefix("http://")
     inherited = {name: value for name, value in os.environ.items() if name != "GUNICORN_CMD_ARGS"}
     process = subprocess.Popen(
@@ -301,6 +308,69 @@ def run_gunicorn(
     try:
         log.wait_for(r"Listening at: ")
         yield Gunicorn(process, log, url, socket_path)
+    finally:
+        stop(process)
+        log.close()
+
+
+def pgbouncer_config(database_url: str, port: int, connect_query: str | None = None) -> str:
+    """deploy/pgbouncer.ini in front of `database_url`'s database on 127.0.0.1:`port`.
+
+    Only what ties it to a machine changes: the addresses, the log and pid files, and
+    authentication (any client name, logged in to PostgreSQL as the URL's user).
+    `connect_query` runs on each new server connection (a `search_path`, say).
+    """
+    url = make_url(database_url)
+    server = f"host={url.host or '127.0.0.1'} port={url.port or 5432} dbname={url.database}"
+    server += f" user={url.username}"
+    if url.password:
+        server += f" password={url.password}"
+    if connect_query:
+        server += f" connect_query='{connect_query}'"
+    config = (ROOT / "deploy" / "pgbouncer.ini").read_text()
+    for deployed, tested in {
+        "taskapp = host=127.0.0.1 port=5432 dbname=taskapp": f"taskapp = {server}",
+        "listen_addr = 10.0.0.10": "listen_addr = 127.0.0.1",
+        "listen_port = 6432": f"listen_port = {port}",
+        "unix_socket_dir = /var/run/postgresql": "unix_socket_dir =",
+        "auth_type = scram-sha-256": "auth_type = any",
+        "auth_file = /etc/pgbouncer/userlist.txt": "",
+        "logfile = /var/log/postgresql/pgbouncer.log": "",  # stderr
+        "pidfile = /var/run/postgresql/pgbouncer.pid": "",
+    }.items():
+        # Each one exactly once: a changed deploy file fails here, loudly.
+        assert config.count(deployed) == 1, f"deploy/pgbouncer.ini no longer has {deployed!r}"
+        config = config.replace(deployed, tested)
+    return config
+
+
+def pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
+    if found:
+        return found
+    unavailable("PgBouncer tests", "Debian's pgbouncer (apt-get install pgbouncer)")
+
+
+@contextlib.contextmanager
+def run_pgbouncer(
+    directory: Path, database_url: str, connect_query: str | None = None
+) -> Iterator[str]:
+    """A private PgBouncer (deploy/pgbouncer.ini: transaction pooling) in front of
+    `database_url`'s database until the block ends; yields the URL that goes through it."""
+    binary = pgbouncer_binary()
+    port = free_port()
+    ini = directory / "pgbouncer.ini"
+    ini.write_text(pgbouncer_config(database_url, port, connect_query))
+    # PgBouncer refuses to run as root; it reads its file first, then becomes `nobody`.
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(
+        [binary, *user, str(ini)], stderr=subprocess.PIPE, text=True, cwd=directory
+    )
+    log = Log(process.stderr)
+    try:
+        log.wait_for(r"process up: PgBouncer")
+        name = quote(make_url(database_url).username or "taskapp")
+        yield f"postgresql://{name}@127.0.0.1:{port}/taskapp"
     finally:
         stop(process)
         log.close()

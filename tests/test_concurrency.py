@@ -10,6 +10,9 @@ import pytest
 
 WRITERS = 20
 
+# Also through PgBouncer in transaction pooling, as several hosts reach PostgreSQL (conftest).
+pytestmark = pytest.mark.through_pgbouncer
+
 
 def race(requests):
     """Send each (method, url, body, headers) from its own thread at once; count the statuses."""
@@ -66,7 +69,7 @@ def test_racing_puts_with_one_if_match_let_exactly_one_through(client, auth, tas
     assert client.get(f"/{path}", headers=auth()).json["title"] == f"writer {winner}"
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql", "pgbouncer"], indirect=True)
 def test_racing_toggles_on_postgresql_all_apply_in_turn(client, auth, task_url):
     statuses = race([("PATCH", f"{task_url}/complete", None, auth())] * WRITERS)
     assert statuses == Counter({200: WRITERS})

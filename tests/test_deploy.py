@@ -16,6 +16,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,12 +158,19 @@ class Nginx:
 
 
 @contextlib.contextmanager
-def run_nginx(directory: Path, socket_path: Path):
-    """nginx in the foreground with deploy/nginx.conf, on a free port of 127.0.0.1."""
+def run_nginx(directory: Path, socket_path: Path, upstream: str | None = None):
+    """nginx in the foreground with deploy/nginx.conf, on a free port of 127.0.0.1.
+
+    `upstream`, an `upstream taskapp { ... }` block, takes the place of the file's own.
+    """
     binary = nginx_binary()
     port = free_port()
     cert, key = self_signed_certificate(directory)
-    (directory / "taskapp.conf").write_text(site_config(port, socket_path, cert, key, directory))
+    site = site_config(port, socket_path, cert, key, directory)
+    if upstream is not None:
+        site, replaced = re.subn(r"(?ms)^upstream taskapp \{.*?^\}\n", lambda _: upstream, site)
+        assert replaced == 1, "deploy/nginx.conf no longer has one upstream taskapp block"
+    (directory / "taskapp.conf").write_text(site)
     # The worker processes must reach the socket in this root-only directory.
     user = "user root;" if os.geteuid() == 0 else ""
     (directory / "nginx.conf").write_text(

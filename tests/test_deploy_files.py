@@ -116,3 +116,14 @@ def test_systemd_waits_for_gunicorns_graceful_shutdown(monkeypatch):
     # SIGTERM to the master alone: the workers finish their requests.
     assert setting(unit, r"^KillMode=(\S+)$") == "mixed"
     assert setting(unit, r"^ExecReload=(.*kill -HUP .*)$") == "/bin/kill -HUP $MAINPID"
+
+
+def test_nginx_resends_only_what_is_idempotent():
+    # nginx's own rule, left in force: a POST or PATCH that reached a host is never
+    # sent to another (docs/deployment.md, "More than one host").
+    retried = setting(deploy_file("nginx.conf"), r"^\s*proxy_next_upstream (.*);$")
+    assert retried.split() == ["error", "timeout"]
+
+
+def test_pgbouncer_lends_server_connections_per_transaction():
+    assert setting(deploy_file("pgbouncer.ini"), r"^pool_mode = (\S+)$") == "transaction"

@@ -2,6 +2,9 @@
 
 import pytest
 
+# Also through PgBouncer in transaction pooling, as several hosts reach PostgreSQL (conftest).
+pytestmark = pytest.mark.through_pgbouncer
+
 
 @pytest.fixture
 def task_url(create_task):

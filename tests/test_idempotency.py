@@ -15,6 +15,9 @@ from tests.test_concurrency import race
 
 TASKS = "/api/alice/tasks"
 
+# Also through PgBouncer in transaction pooling, as several hosts reach PostgreSQL (conftest).
+pytestmark = pytest.mark.through_pgbouncer
+
 
 @pytest.fixture
 def post(auth):
@@ -135,7 +138,7 @@ def test_a_failed_write_leaves_neither_task_nor_key(app):
         assert db.session.scalar(select(func.count()).select_from(Task)) == 0
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql", "pgbouncer"], indirect=True)
 def test_racing_posts_with_one_key_create_one_task_and_all_name_it(app, http_server, post, auth):
     headers = {**auth(), "Idempotency-Key": "double-click"}
     body = {"title": "Only once"}
@@ -149,7 +152,7 @@ def test_racing_posts_with_one_key_create_one_task_and_all_name_it(app, http_ser
     assert {reply.json["id"] for reply in replies} == {str(task_id)}
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql", "pgbouncer"], indirect=True)
 def test_key_whose_first_request_is_in_flight_is_409(app, client, database_url, post):
     # Another transaction holds the key, as a first request still running would.
     engine = create_engine(normalized_url(database_url, "/unused"))

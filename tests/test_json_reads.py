@@ -28,6 +28,9 @@ from taskapp.tasks.listing import SORTS, ListQuery, page_query, sort_key
 from taskapp.tasks.schemas import TaskResponseSchema
 from tests.support import HS_SECRET
 
+# Also through PgBouncer in transaction pooling, as several hosts reach PostgreSQL (conftest).
+pytestmark = pytest.mark.through_pgbouncer
+
 SCHEMA = TaskResponseSchema()
 
 # What a request may store: no NUL (PostgreSQL refuses it), no lone surrogate (not UTF-8).
@@ -161,7 +164,7 @@ def test_a_list_and_a_task_are_one_statement_each_in_autocommit(
     assert [autocommit for _, autocommit in statements] == [True, True]
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql", "pgbouncer"], indirect=True)
 def test_autocommit_reads_send_no_begin(app, client, auth, create_task):
     """psycopg2 sends BEGIN before a statement unless the connection is in autocommit."""
     create_task()

@@ -1,15 +1,46 @@
-"""The migrations build the schema from empty, remove it again, and match the models."""
+"""The migrations build the schema from empty, remove it again, and match the models;
+hosts that migrate at the same moment take turns."""
 
+import contextlib
+import os
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
 from taskapp import create_app
 from taskapp.config import database_url
+from taskapp.migration_lock import MIGRATION_LOCK_KEY
 from tests.conftest import postgres_url_or_skip
-from tests.support import HS_SECRET
+from tests.support import HS_SECRET, ROOT, START_TIMEOUT, run_pgbouncer, stop
+
+
+@contextlib.contextmanager
+def new_postgres_schema() -> Iterator[tuple[Engine, str]]:
+    """A new, empty schema in the PostgreSQL test database, and an engine that reaches it
+    directly; dropped with everything in it at the end."""
+    admin = create_engine(make_url(database_url(postgres_url_or_skip(), "/unused")))
+    schema = f"migrations_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield admin, schema
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def in_schema(url: str, schema: str) -> str:
+    """`url` with the schema as its search_path."""
+    with_path = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return with_path.render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -18,17 +49,8 @@ def empty_database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.sqlite3'}"
         return
-    base = make_url(database_url(postgres_url_or_skip(), "/unused"))
-    schema = f"migrations_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with new_postgres_schema() as (admin, schema):
+        yield in_schema(admin.url.render_as_string(hide_password=False), schema)
 
 
 @pytest.fixture
@@ -99,3 +121,131 @@ def test_postgresql_gets_trigram_indexes_for_search(db_runner, empty_database):
         engine.dispose()
     assert {"ix_tasks_title_trgm", "ix_tasks_description_trgm"} <= indexes
     assert db_runner.invoke(args=["db", "check"]).exit_code == 0
+
+
+# --- hosts that migrate at the same moment ------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "pgbouncer"])
+def migration_target(request, tmp_path):
+    """An empty schema, and the URL that hosts migrating it use: straight to PostgreSQL,
+    or through PgBouncer in transaction pooling (deploy/pgbouncer.ini), whose server
+    connections get the schema as their search_path."""
+    with new_postgres_schema() as (admin, schema):
+        direct = admin.url.render_as_string(hide_password=False)
+        if request.param == "postgresql":
+            yield admin, schema, in_schema(direct, schema)
+            return
+        with run_pgbouncer(tmp_path, direct, f"SET search_path = {schema}") as url:
+            yield admin, schema, url
+
+
+@pytest.fixture
+def start_upgrade(tmp_path):
+    """`start_upgrade(url, name)`: `flask db upgrade` as a host runs it, in a process of its
+    own, its connections named `name` in pg_stat_activity; stopped by the end of the test."""
+    started = []
+
+    def start(url: str, name: str) -> subprocess.Popen:
+        named = make_url(url).update_query_dict({"application_name": name})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": named.render_as_string(hide_password=False),
+            "BETTER_AUTH_SECRET": HS_SECRET,
+        }
+        command = ["flask", "--app", "wsgi", "db", "upgrade", "-d", str(ROOT / "migrations")]
+        started.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *command],
+                cwd=tmp_path,  # no developer's .env
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+def wait_until_waiting(admin: Engine, sql: str, name: str, count: int, upgrades: list) -> None:
+    """Poll until `sql` counts `count` of the upgrades' connections, named `name`, waiting."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        with admin.connect() as connection:
+            waiting = connection.execute(text(sql), {"name": name, "key": MIGRATION_LOCK_KEY})
+            if waiting.scalar() >= count:
+                return
+        ended = [upgrade.communicate()[0] for upgrade in upgrades if upgrade.poll() is not None]
+        assert not ended, f"an upgrade ended instead of waiting: {ended}"
+        assert time.monotonic() < deadline, f"fewer than {count} upgrades waiting on a lock"
+        time.sleep(0.05)  # the interval between two looks, not a synchronisation
+
+
+WAITING_ON_A_LOCK = """
+    SELECT count(*) FROM pg_stat_activity
+    WHERE application_name = :name AND wait_event_type = 'Lock'
+"""
+WAITING_ON_THE_MIGRATION_LOCK = """
+    SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)
+    WHERE application_name = :name AND locktype = 'advisory' AND NOT granted
+      AND (classid::bigint << 32 | objid::bigint) = :key
+"""
+
+
+def finished(upgrades: list[subprocess.Popen]) -> list[tuple[int, str]]:
+    return [(upgrade.wait(timeout=START_TIMEOUT), upgrade.communicate()[0]) for upgrade in upgrades]
+
+
+def migrated_schema(admin: Engine, schema: str) -> tuple[set[str], list[str]]:
+    """The schema's tables, and the rows of its alembic_version."""
+    with admin.connect() as connection:
+        versions = connection.scalars(
+            select(table("alembic_version", column("version_num"), schema=schema).c.version_num)
+        )
+        return set(inspect(connection).get_table_names(schema=schema)), list(versions)
+
+
+HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+
+
+def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, start_upgrade):
+    admin, schema, url = migration_target
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    with admin.connect() as holder:
+        # The race, made certain: this table, not yet committed, is invisible to both
+        # upgrades, so each finds an empty schema and sets out to create it. Without
+        # the migration lock both then wait at CREATE TABLE alembic_version, and once
+        # the holder gives up, one builds the schema and the other fails on its tables.
+        transaction = holder.begin()
+        holder.execute(text(f'CREATE TABLE "{schema}".alembic_version (version_num text)'))
+        upgrades = [start_upgrade(url, name) for _ in range(2)]
+        wait_until_waiting(admin, WAITING_ON_A_LOCK, name, 2, upgrades)
+        transaction.rollback()
+    results = finished(upgrades)
+    failures = "".join(output for status, output in results if status)
+    assert [status for status, _ in results] == [0, 0], failures
+    tables, versions = migrated_schema(admin, schema)
+    assert tables == {"tasks", "idempotency_keys", "alembic_version"}
+    assert versions == [HEAD]
+
+
+def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_target, start_upgrade):
+    admin, schema, url = migration_target
+    name = f"waits-{uuid.uuid4().hex[:8]}"
+    with admin.connect() as holder:
+        transaction = holder.begin()
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        upgrade = start_upgrade(url, name)
+        wait_until_waiting(admin, WAITING_ON_THE_MIGRATION_LOCK, name, 1, [upgrade])
+        assert inspect(admin).get_table_names(schema=schema) == []  # it changed nothing yet
+        transaction.rollback()
+    [(status, output)] = finished([upgrade])
+    assert status == 0, output
+    tables, versions = migrated_schema(admin, schema)
+    assert tables == {"tasks", "idempotency_keys", "alembic_version"}
+    assert versions == [HEAD]

@@ -9,6 +9,9 @@ import uuid
 
 import pytest
 
+# Also through PgBouncer in transaction pooling, as several hosts reach PostgreSQL (conftest).
+pytestmark = pytest.mark.through_pgbouncer
+
 ITEM_ENDPOINTS = [
     ("GET", "", None),
     ("PUT", "", {"title": "Taken over", "is_completed": True, "priority": 5}),

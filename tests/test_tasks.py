@@ -6,6 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# Also through PgBouncer in transaction pooling, as several hosts reach PostgreSQL (conftest).
+pytestmark = pytest.mark.through_pgbouncer
+
 
 def test_create_returns_201_with_location_and_the_task(client, auth):
     response = client.post(
