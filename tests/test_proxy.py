@@ -96,3 +96,76 @@ def test_proxy_hops_default_to_none():
 def test_proxy_hops_must_be_a_whole_number(value):
     with pytest.raises(ConfigError, match="PROXY_HOPS"):
         create_app({"PROXY_HOPS": value, "BETTER_AUTH_SECRET": HS_SECRET})
+
+
+# --- the host a request names: TRUSTED_HOSTS -------------------------------------------------
+
+
+def test_a_request_for_another_host_is_refused_in_the_json_shape(make_app, auth):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, TRUSTED_HOSTS="api.example.com")
+    response = app.test_client().post(
+        "/api/alice/tasks",
+        json={"title": "A task"},
+        headers={**auth("alice"), "Host": "evil.example"},
+    )
+    assert response.status_code == 400
+    assert response.json == {"detail": "The request names a host this API does not serve."}
+    assert "Location" not in response.headers
+
+
+def test_a_listed_host_is_served_with_its_port(make_app, auth):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, TRUSTED_HOSTS="api.example.com")
+    response = create(app, auth, {"Host": "api.example.com:8443"})
+    assert response.headers["Location"].startswith("http://api.example.com:8443/api/alice/")
+
+
+def test_a_leading_dot_trusts_every_name_under_it(make_app, auth):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, TRUSTED_HOSTS=".example.com")
+    create(app, auth, {"Host": "eu.api.example.com"})
+    response = app.test_client().get("/healthz", headers={"Host": "example.com.evil"})
+    assert response.status_code == 400
+
+
+def test_the_forwarded_host_is_checked_against_the_same_list(make_app, auth):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, PROXY_HOPS="1", TRUSTED_HOSTS="api.example.com")
+    create(app, auth, FORWARDED)
+    response = app.test_client().post(
+        "/api/alice/tasks",
+        json={"title": "A task"},
+        headers={**auth("alice"), **FORWARDED, "X-Forwarded-Host": "evil.example"},
+    )
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+
+
+def test_a_list_of_hosts_is_lower_cased(make_app):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, TRUSTED_HOSTS=" API.Example.com , localhost")
+    assert app.config["TRUSTED_HOSTS"] == ["api.example.com", "localhost"]
+
+
+def test_trusted_hosts_are_required_in_production(monkeypatch):
+    monkeypatch.delenv("TRUSTED_HOSTS")
+    with pytest.raises(ConfigError, match="TRUSTED_HOSTS is required outside"):
+        create_app({"BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://"})
+
+
+def test_development_serves_any_host_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("TRUSTED_HOSTS")
+    app = create_app({"APP_ENV": "development", "DATABASE_URL": "sqlite://"})
+    assert app.config["TRUSTED_HOSTS"] is None
+    assert app.test_client().get("/healthz", headers={"Host": "anything.test"}).status_code == 200
+
+
+def test_a_star_serves_any_host_when_said_so(make_app):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, TRUSTED_HOSTS="*")
+    assert app.test_client().get("/healthz", headers={"Host": "anything.test"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://api.example.com", "api.example.com:443", "api.example.com/", "*,api.example.com"],
+)
+def test_trusted_hosts_must_be_host_names(value):
+    with pytest.raises(ConfigError, match="TRUSTED_HOSTS"):
+        create_app({"BETTER_AUTH_SECRET": HS_SECRET, "TRUSTED_HOSTS": value})
+
