@@ -56,7 +56,7 @@ APP_SETTINGS = (
 )
 # Read by gunicorn.conf.py, which imports nothing from taskapp (see its preload_app),
 # so it reads them itself; tests/test_settings.py checks it reads exactly these.
-GUNICORN_SETTINGS = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "FORWARDED_ALLOW_IPS")
+GUNICORN_SETTINGS = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS")
 SETTINGS = APP_SETTINGS + GUNICORN_SETTINGS
 
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")

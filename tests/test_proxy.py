@@ -1,11 +1,16 @@
 """Behind a proxy: PROXY_HOPS decides whose X-Forwarded-* headers are believed."""
 
+import json
+import socket
+
 import pytest
 from flask import request
 
 from taskapp import create_app
 from taskapp.config import ConfigError
-from tests.support import HS_SECRET
+from tests.support import HS_SECRET, run_gunicorn
+
+REQUEST_TIMEOUT = 30  # seconds; generous for a loaded machine
 
 FORWARDED = {
     "X-Forwarded-For": "203.0.113.7",
@@ -169,3 +174,51 @@ def test_trusted_hosts_must_be_host_names(value):
     with pytest.raises(ConfigError, match="TRUSTED_HOSTS"):
         create_app({"BETTER_AUTH_SECRET": HS_SECRET, "TRUSTED_HOSTS": value})
 
+
+# --- gunicorn agrees with the app ------------------------------------------------------------
+
+
+def post_through_gunicorn(server, headers: dict) -> str:
+    """POST a task to `server` (port or unix socket) with `headers`: its Location."""
+    body = json.dumps({"title": "A task"}).encode()
+    head = {
+        "Host": "127.0.0.1",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        **headers,
+    }
+    if server.socket_path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(REQUEST_TIMEOUT)
+        sock.connect(str(server.socket_path))
+    else:
+        host, port = server.url.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)), timeout=REQUEST_TIMEOUT)
+    with sock:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
+        sock.sendall(f"POST /api/alice/tasks HTTP/1.1\r\n{lines}\r\n".encode() + body)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    status_line, *header_lines = response.partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert status_line.split()[1] == "201", response
+    headers_by_name = dict(line.split(": ", 1) for line in header_lines)
+    return headers_by_name["Location"]
+
+
+@pytest.mark.parametrize("unix_socket", [False, True], ids=["port", "unix-socket"])
+@pytest.mark.parametrize(("hops", "scheme"), [("0", "http"), ("1", "https")])
+def test_gunicorn_believes_the_forwarded_scheme_exactly_when_the_app_does(
+    database_url, tmp_path, auth, unix_socket, hops, scheme
+):
+    env = {
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": HS_SECRET,
+        "PROXY_HOPS": hops,
+        "GUNICORN_WORKERS": "1",
+    }
+    with run_gunicorn(tmp_path, env=env, unix_socket=unix_socket) as server:
+        # From 127.0.0.1 or over the socket: the clients gunicorn trusted by default.
+        location = post_through_gunicorn(server, {**auth("alice"), "X-Forwarded-Proto": "https"})
+    assert location.startswith(f"{scheme}://127.0.0.1/api/alice/tasks/")
