@@ -19,6 +19,7 @@ from timeit import default_timer
 from flask import Flask, Response, abort, current_app, g, request, request_started
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 PATH = "/metrics"
 PREFIX = "taskapp"
@@ -84,24 +85,27 @@ class RequestMetrics:
 def init_metrics(app: Flask) -> None:
     if not app.config["METRICS_ENABLED"]:
         return
-    registry = CollectorRegistry(auto_describe=True)
-    if not app.config["PROMETHEUS_MULTIPROC_DIR"]:
-        # Under gunicorn the figures are read from the multiprocess folder instead.
+    # The exporter renders the figures (content negotiation, the multiprocess folder);
+    # its own request metrics and route are off: see the module's docstring.
+    exporter: PrometheusMetrics
+    if app.config["PROMETHEUS_MULTIPROC_DIR"]:
+        # Checks the folder at start, and reads every worker's figures from it.
+        exporter = GunicornInternalPrometheusMetrics(app=None, export_defaults=False)
+    else:
+        registry = CollectorRegistry(auto_describe=True)
         registry.register(JWT_FAILURES)
         registry.register(DATABASE_ERRORS)
-    requests = RequestMetrics(registry)
+        exporter = PrometheusMetrics(app=None, path=None, export_defaults=False, registry=registry)
+    requests = RequestMetrics(exporter.registry)
     # Flask's signal comes before every before_request hook, so a request one of them
     # answers (a 429) is timed too; the app holds `requests`, the signal a weak reference.
     request_started.connect(requests.start, app)
     app.after_request(requests.record)
-    # The exporter renders the figures (content negotiation, the multiprocess folder);
-    # its own request metrics and route are off: see the module's docstring.
-    exporter = PrometheusMetrics(app=None, path=None, export_defaults=False, registry=registry)
 
     def scrape() -> tuple[str, int, dict[str, str]]:
         # Exactly one path, so the proxy's rule for /metrics covers every way in: the
         # rule refuses /metrics/ (and /metrics%2F, which arrives as /metrics/), and
-        # this the //metrics that Werkzeug's routing would take for /metrics.
+        # this check //metrics, which Werkzeug's routing takes for /metrics.
         if request.environ.get("PATH_INFO") != PATH:
             abort(404)
         names = request.args.getlist("name[]") or None
