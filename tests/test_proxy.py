@@ -210,8 +210,9 @@ def post_through_gunicorn(server, headers: dict) -> str:
 @pytest.mark.parametrize("unix_socket", [False, True], ids=["port", "unix-socket"])
 @pytest.mark.parametrize(("hops", "scheme"), [("0", "http"), ("1", "https")])
 def test_gunicorn_believes_the_forwarded_scheme_exactly_when_the_app_does(
-    database_url, tmp_path, auth, unix_socket, hops, scheme
+    app, database_url, tmp_path, auth, unix_socket, hops, scheme
 ):
+    # `app` on the same database removes the tasks created here once the test ends.
     env = {
         "DATABASE_URL": database_url,
         "BETTER_AUTH_SECRET": HS_SECRET,
