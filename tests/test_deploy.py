@@ -668,9 +668,13 @@ def raw_exchange(proxy: Nginx, request: bytes, server_name: str | None = HOST) -
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n", id="host-header"),
         pytest.param(
-            b"GET https://evil.example/healthz HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            id="host-header",
+        ),
+        pytest.param(
+            b"GET https://evil.example/healthz HTTP/1.1\r\nHost: api.example.com\r\n"
+            b"Connection: close\r\n\r\n",
             id="request-line",
         ),
         pytest.param(b"GET /healthz HTTP/1.0\r\n\r\n", id="no-host"),
