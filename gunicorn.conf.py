@@ -81,9 +81,15 @@ accesslog = None
 errorlog = "-"
 loglevel = "info"
 
-# Addresses whose X-Forwarded-Proto gunicorn believes (connections over a unix
-# socket always are). The app's own trust in X-Forwarded-* is PROXY_HOPS.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1"
+# One rule decides which X-Forwarded-* headers are believed: the app's PROXY_HOPS
+# (werkzeug's ProxyFix). gunicorn itself believes none, from any client: by default
+# it would take X-Forwarded-Proto from 127.0.0.1 and from every client of a unix
+# socket (forwarded_allow_ips does not apply there), and SCRIPT_NAME and PATH_INFO
+# headers too, even with PROXY_HOPS=0. With no scheme headers to read, the scheme
+# is the connection's own until ProxyFix, behind PROXY_HOPS proxies, sets it.
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
+forwarded_allow_ips = ""
 
 # gunicorn's control socket would live in $HOME/.gunicorn/gunicorn.ctl, shared by
 # every gunicorn of that user on the host; signals do everything it would.

@@ -45,6 +45,7 @@ HEAVY_USER = "user-heavy"
 HEAVY_TASKS = 100_000
 TYPICAL_USER = "user-01234"  # 100 tasks, as every seeded user but the heavy one
 RUNS = 15
+HOST = "localhost"  # the test client's, which TRUSTED_HOSTS must name
 SECRET = "bench-secret-that-is-long-enough-for-hs256"  # noqa: S105 (a local benchmark)
 
 SEED = """
@@ -246,7 +247,7 @@ def main() -> int:
     if not url:
         print("set BENCH_DATABASE_URL to a PostgreSQL database the benchmark may fill")
         return 2
-    app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET})
+    app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET, "TRUSTED_HOSTS": HOST})
     with app.app_context():
         flask_migrate.upgrade()
         seed()

@@ -33,6 +33,7 @@ from taskapp.models import Task
 from tests.support import KeyServer, SigningKey
 
 USER = "bench-profile-user"
+HOST = "localhost"  # the test client's, which TRUSTED_HOSTS must name
 N_TASKS = int(os.environ.get("N_TASKS", "50"))
 REQUESTS = int(os.environ.get("REQUESTS", "500"))
 
@@ -72,6 +73,7 @@ def run(url: str, key: SigningKey, issuer: str) -> None:
         {
             "DATABASE_URL": url,
             "BETTER_AUTH_URL": issuer,
+            "TRUSTED_HOSTS": HOST,
             "RATELIMIT_PER_USER": "100000000/minute",
             "RATELIMIT_PER_IP": "100000000/minute",
         }

@@ -42,6 +42,7 @@ from tests.support import HS_SECRET, hs256_token
 
 USER = "bench-stack-user"
 N_TASKS = 50
+HOST = "localhost"  # EnvironBuilder's, which TRUSTED_HOSTS must name
 REQUESTS = int(os.environ.get("REQUESTS", "2000"))
 PAGE = """
     SELECT coalesce(json_agg(page), '[]')::text FROM (
@@ -84,7 +85,7 @@ def main() -> None:
 
 def fill(url: str) -> None:
     """USER gets N_TASKS tasks, through taskapp's migrations and model."""
-    app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET})
+    app = create_app({"DATABASE_URL": url, "BETTER_AUTH_SECRET": HS_SECRET, "TRUSTED_HOSTS": HOST})
     with app.app_context():
         flask_migrate.upgrade()
         db.session.execute(delete(Task).where(Task.user_id == USER))
@@ -141,6 +142,7 @@ def taskapp(url: str) -> WSGIApp:
         {
             "DATABASE_URL": url,
             "BETTER_AUTH_SECRET": HS_SECRET,
+            "TRUSTED_HOSTS": HOST,
             "RATELIMIT_PER_USER": "100000000/minute",
             "RATELIMIT_PER_IP": "100000000/minute",
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,6 +48,7 @@ APP_SETTINGS = (
     "CORS_ORIGINS",
     "CORS_ALLOW_CREDENTIALS",
     "PROXY_HOPS",
+    "TRUSTED_HOSTS",
     "RATELIMIT_ENABLED",
     "RATELIMIT_PER_USER",
     "RATELIMIT_PER_IP",
@@ -56,7 +58,7 @@ APP_SETTINGS = (
 )
 # Read by gunicorn.conf.py, which imports nothing from taskapp (see its preload_app),
 # so it reads them itself; tests/test_settings.py checks it reads exactly these.
-GUNICORN_SETTINGS = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "FORWARDED_ALLOW_IPS")
+GUNICORN_SETTINGS = ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS")
 SETTINGS = APP_SETTINGS + GUNICORN_SETTINGS
 
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
@@ -70,6 +72,9 @@ RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 # bound such a request is a 503 like any outage. `?connect_timeout=` in DATABASE_URL wins.
 DATABASE_CONNECT_TIMEOUT_SECONDS = 5
 ANY_ORIGIN = "*"
+ANY_HOST = "*"
+# A host name or IPv4 address, or `.example.com` for every name under it (Werkzeug's rule).
+HOST_NAME = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*")
 
 
 class ConfigError(RuntimeError):
@@ -245,6 +250,34 @@ def _origin(value: str) -> str:
     return origin
 
 
+def trusted_hosts(settings: Settings, development: bool) -> list[str] | None:
+    """TRUSTED_HOSTS as Flask takes it: the host names requests may name, or None for any.
+
+    The host a request names (`Host`, or `X-Forwarded-Host` behind PROXY_HOPS proxies)
+    becomes the host of `Location` and `Link`, so outside development it must be
+    listed: a forgotten setting stops start-up rather than serving any host.
+    """
+    names = [name.lower() for name in settings.names("TRUSTED_HOSTS")]
+    if ANY_HOST in names:
+        if names != [ANY_HOST]:
+            raise ConfigError("TRUSTED_HOSTS is either * (any host) or a list of host names")
+        return None
+    if not names:
+        if development:
+            return None
+        raise ConfigError(
+            "TRUSTED_HOSTS is required outside APP_ENV=development: the host names "
+            "clients call the API by, e.g. api.example.com"
+        )
+    for name in names:
+        if not HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                "TRUSTED_HOSTS takes host names such as api.example.com "
+                f"(no scheme, no port), not {name!r}"
+            )
+    return names
+
+
 def _development_secret(instance_path: str) -> str:
     """A random HS256 secret made once per checkout, so `make run` needs no setup."""
     path = Path(instance_path) / DEV_SECRET_FILE
@@ -322,6 +355,8 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         # How many proxies in front of the app set X-Forwarded-*: exactly that many
         # values are trusted, so a client cannot forge its address, scheme or host.
         "PROXY_HOPS": settings.whole_number("PROXY_HOPS", 0, 0),
+        # Flask's: a request naming another host gets 400 (taskapp.web.errors).
+        "TRUSTED_HOSTS": trusted_hosts(settings, development),
         "JWKS_URL": jwks_url or None,
         "JWKS_TIMEOUT_SECONDS": settings.number("JWKS_TIMEOUT_SECONDS", 3, 0.1),
         "JWKS_CACHE_SECONDS": settings.number("JWKS_CACHE_SECONDS", 600, 0),

@@ -117,6 +117,8 @@ def site_config(port: int, socket_path: Path, cert: Path, key: Path, directory: 
     for deployed, tested in {
         "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
         "listen [::]:443 ssl;": "",
+        "listen 443 ssl default_server;": f"listen 127.0.0.1:{port} ssl default_server;",
+        "listen [::]:443 ssl default_server;": "",
         "unix:/run/taskapp/gunicorn.sock": f"unix:{socket_path}",
         "/etc/letsencrypt/live/api.example.com/fullchain.pem": str(cert),
         "/etc/letsencrypt/live/api.example.com/privkey.pem": str(key),
@@ -129,6 +131,29 @@ def site_config(port: int, socket_path: Path, cert: Path, key: Path, directory: 
     return site
 
 
+LOCAL = "127.0.0.1"  # the one client address deploy/nginx.conf lets read /metrics
+OUTSIDE = "127.0.0.2"  # any other client: another loopback address will do
+
+
+class LocalConnection(http.client.HTTPSConnection):
+    """HTTPS to nginx on 127.0.0.1 from `source`, naming `server_name` in TLS (SNI)
+    as a client of https://api.example.com would; None sends no name."""
+
+    def __init__(self, port, context, source, server_name):
+        super().__init__(
+            server_name or LOCAL,
+            port,
+            context=context,
+            timeout=REQUEST_TIMEOUT,
+            source_address=(source, 0),
+        )
+        self.tls, self.server_name = context, server_name
+
+    def connect(self):
+        plain = socket.create_connection((LOCAL, self.port), self.timeout, self.source_address)
+        self.sock = self.tls.wrap_socket(plain, server_hostname=self.server_name)
+
+
 @dataclass
 class Nginx:
     process: subprocess.Popen
@@ -136,12 +161,11 @@ class Nginx:
     certificate: Path
     error_log: Path
 
-    def request(self, method, path, body=None, headers=None):
+    def request(self, method, path, body=None, headers=None, source=LOCAL, server_name=HOST):
         """One HTTPS request on a new connection: (status, headers, body bytes)."""
         context = ssl.create_default_context(cafile=str(self.certificate))
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=context, timeout=REQUEST_TIMEOUT
-        )
+        context.check_hostname = server_name is not None
+        connection = LocalConnection(self.port, context, source, server_name)
         try:
             connection.request(method, path, body=body, headers={"Host": HOST, **(headers or {})})
             response = connection.getresponse()
@@ -572,3 +596,130 @@ def test_term_lets_requests_in_flight_finish(app, gunicorn, nginx, headers):
     with app.app_context():
         stored = set(db.session.scalars(select(Task.title)))
     assert {task["title"] for _, task in finished} <= stored
+
+
+# --- /metrics from this host only, however it is spelt ----------------------------------------
+
+METRICS_SPELLINGS = [
+    "/metrics",
+    "/metrics?name[]=taskapp_http_request_total",
+    "/metrics/",
+    "/metrics%2F",
+    "/metrics%2f",
+    "/metrics//",
+    "//metrics",
+    "/%2Fmetrics",
+    "/Metrics",
+    "/METRICS",
+    "/%6detrics",
+    "/metrics;x",
+    "/metrics%3Bx",
+    "/metrics/.",
+    "/./metrics",
+    "/x/../metrics",
+    "/x/..%2Fmetrics",
+]
+
+
+@pytest.fixture
+def metrics_nginx(database_url, tmp_path):
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    with (
+        deployed_gunicorn(
+            tmp_path,
+            database_url,
+            METRICS_ENABLED="true",
+            PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+        ) as server,
+        run_nginx(tmp_path, server.socket_path) as proxy,
+    ):
+        yield proxy
+
+
+@postgresql_only
+def test_this_host_reads_the_metrics_through_nginx(app, metrics_nginx):
+    metrics_nginx.request("GET", "/api/alice/tasks", source=OUTSIDE)  # a 401, counted
+    status, _, content = metrics_nginx.request("GET", "/metrics", source=LOCAL)
+    assert status == 200
+    assert b"taskapp_http_request_total" in content
+
+
+@postgresql_only
+def test_no_spelling_of_metrics_reaches_them_from_outside(app, metrics_nginx):
+    for path in METRICS_SPELLINGS:
+        status, _, content = metrics_nginx.request("GET", path, source=OUTSIDE)
+        assert b"taskapp_" not in content, path
+        assert (status, json.loads(content)) == (403, {"detail": "Not from here."}), path
+    # The API itself is still served to the outside.
+    assert metrics_nginx.request("GET", "/healthz", source=OUTSIDE)[0] == 200
+
+
+# --- one host: other names get nothing -------------------------------------------------------
+
+
+def raw_exchange(proxy: Nginx, request: bytes, server_name: str | None = HOST) -> bytes:
+    """Send `request` as is over TLS; everything nginx answers before it closes."""
+    context = ssl.create_default_context(cafile=str(proxy.certificate))
+    context.check_hostname = server_name is not None
+    with (
+        socket.create_connection((LOCAL, proxy.port), timeout=REQUEST_TIMEOUT) as plain,
+        context.wrap_socket(plain, server_hostname=server_name) as tls,
+    ):
+        tls.sendall(request)
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            id="host-header",
+        ),
+        pytest.param(
+            b"GET https://evil.example/healthz HTTP/1.1\r\nHost: api.example.com\r\n"
+            b"Connection: close\r\n\r\n",
+            id="request-line",
+        ),
+        pytest.param(b"GET /healthz HTTP/1.0\r\n\r\n", id="no-host"),
+    ],
+)
+def test_nginx_closes_the_connection_for_another_host(tmp_path, request_bytes):
+    with run_nginx(tmp_path, tmp_path / "no-gunicorn-here.sock") as proxy:
+        assert raw_exchange(proxy, request_bytes) == b""
+        # The API's own name, on the same connection setup, is answered (502: no gunicorn).
+        answer = raw_exchange(proxy, f"GET /healthz HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 502 ")
+
+
+@pytest.mark.parametrize("server_name", ["evil.example", None], ids=["other-name", "no-name"])
+def test_nginx_shows_no_certificate_without_the_apis_name(tmp_path, server_name):
+    with (
+        run_nginx(tmp_path, tmp_path / "no-gunicorn-here.sock") as proxy,
+        pytest.raises(ssl.SSLError, match=r"TLSV1_UNRECOGNIZED_NAME"),
+    ):
+        raw_exchange(proxy, b"GET /healthz HTTP/1.0\r\n\r\n", server_name=server_name)
+
+
+@postgresql_only
+def test_the_app_refuses_another_host_that_gets_past_nginx(app, gunicorn, headers):
+    # Straight to gunicorn's socket, as a second proxy or a misconfigured site would.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(REQUEST_TIMEOUT)
+    with sock:
+        sock.connect(str(gunicorn.socket_path))
+        sock.sendall(
+            b"GET /api/alice/tasks HTTP/1.1\r\nHost: localhost\r\n"
+            b"X-Forwarded-Host: evil.example\r\nConnection: close\r\n"
+            + f"Authorization: {headers['Authorization']}\r\n\r\n".encode()
+        )
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    head, _, content = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(content) == {"detail": "The request names a host this API does not serve."}

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 
 import pytest
 
@@ -237,3 +240,126 @@ def test_metrics_add_up_across_gunicorn_workers(database_url, tmp_path, auth):
             url_rule="/api/<user_id>/tasks",
         )
         assert counted == requests
+
+
+# --- metrics: every label from a fixed set ----------------------------------------------------
+
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+KNOWN_STATUSES = {str(status.value) for status in HTTPStatus} | {"other"}
+
+
+def series(text: str) -> set[str]:
+    """Each series /metrics exposes: its name and labels, without the value."""
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"}
+
+
+def label_values(text: str, label: str) -> set[str]:
+    return set(re.findall(rf'\b{label}="([^"]*)"', text))
+
+
+def random_method() -> str:
+    return "M" + secrets.token_hex(4).upper()
+
+
+def random_path() -> str:
+    return f"/{secrets.token_hex(6)}/{secrets.token_hex(3)}"
+
+
+def assert_labels_bounded(text: str, routes: set[str]) -> None:
+    assert label_values(text, "method") <= KNOWN_METHODS
+    assert label_values(text, "status") <= KNOWN_STATUSES
+    assert label_values(text, "url_rule") <= routes | {"unmatched"}
+    assert label_values(text, "reason") <= {
+        "missing",
+        "invalid",
+        "expired",
+        "claims",
+        "unverifiable",
+        "other",
+    }
+
+
+def test_made_up_methods_paths_and_statuses_add_no_series(make_app):
+    app = make_app(BETTER_AUTH_SECRET=HS_SECRET, METRICS_ENABLED="true")
+
+    @app.get("/odd-status/<int:status>")
+    def odd_status(status):
+        return {}, status
+
+    client = app.test_client()
+
+    def probe():
+        client.open("/api/alice/tasks", method=random_method())
+        client.open(random_path(), method=random_method())
+        client.get(random_path())
+        client.get(f"/odd-status/{secrets.choice([299, 477, 599])}")
+        client.get("/api/alice/tasks", headers=bearer(secrets.token_hex(8)))
+
+    for _ in range(3):  # every kind of request seen once
+        probe()
+    before = client.get("/metrics").get_data(as_text=True)
+    for _ in range(200):
+        probe()
+    after = client.get("/metrics").get_data(as_text=True)
+
+    assert series(after) == series(before)
+    assert len(after) < 2 * len(before)
+    assert_labels_bounded(after, {rule.rule for rule in app.url_map.iter_rules()})
+    assert metric(after, "taskapp_http_request_total", method="other", status="405") == 203
+    assert metric(after, "taskapp_http_request_total", method="other", status="404") == 203
+    assert metric(after, "taskapp_http_request_total", method="GET", status="other") == 203
+
+
+def test_made_up_methods_and_paths_add_no_series_under_gunicorn(database_url, tmp_path):
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    env = {
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": HS_SECRET,
+        "METRICS_ENABLED": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+    }
+
+    def send(method: str, path: str) -> int:
+        request = urllib.request.Request(f"{server.url}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def probe(_):
+        return (
+            send(random_method(), "/api/alice/tasks"),
+            send(random_method(), random_path()),
+            send("GET", random_path()),
+        )
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=60) as response:
+            return response.read().decode()
+
+    with run_gunicorn(tmp_path, "--workers", "2", env=env) as server:
+        server.worker_pids(2, timeout=60)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(probe, range(8))) == {(405, 404, 404)}
+            before = scrape()
+            assert set(pool.map(probe, range(100))) == {(405, 404, 404)}
+        after = scrape()
+
+    assert series(after) == series(before)
+    assert len(after) < 2 * len(before)
+    assert_labels_bounded(after, {"/api/<user_id>/tasks"})
+    assert metric(after, "taskapp_http_request_total", method="other", status="405") == 108
+
+
+# The path as the server hands it to the app (PATH_INFO, percent-decoded: /metrics%2F
+# arrives as /metrics/).
+@pytest.mark.parametrize("path", ["/metrics/", "//metrics", "/metrics//", "/Metrics"])
+def test_metrics_are_served_at_one_path_only(make_app, path):
+    client = make_app(BETTER_AUTH_SECRET=HS_SECRET, METRICS_ENABLED="true").test_client()
+    assert client.get("/metrics").status_code == 200
+    response = client.get("/", environ_overrides={"PATH_INFO": path})
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+    assert "taskapp_" not in response.get_data(as_text=True)

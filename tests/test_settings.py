@@ -35,6 +35,7 @@ PLAUSIBLE = {
     "CORS_ORIGINS": "https://elsewhere.example.com",
     "CORS_ALLOW_CREDENTIALS": "false",
     "PROXY_HOPS": "3",
+    "TRUSTED_HOSTS": "elsewhere.example.com",
     "RATELIMIT_ENABLED": "true",
     "RATELIMIT_PER_USER": "1/hour",
     "RATELIMIT_PER_IP": "1/hour",

@@ -17,13 +17,15 @@ from marshmallow import Schema, fields
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError
 
 from taskapp.web.metrics import count_database_error
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+# Werkzeug's message quotes the client's Host back; the answer need not.
+UNTRUSTED_HOST = "The request names a host this API does not serve."
 
 # Werkzeug's stock descriptions are paragraphs; these are the one-sentence versions.
 DEFAULT_DETAILS = {
@@ -96,6 +98,8 @@ def _flat(messages: object) -> list[str]:
 def handle_http_exception(error: HTTPException) -> Response:
     if isinstance(error, InternalServerError):
         return handle_unexpected_exception(error.original_exception or error)
+    if isinstance(error, SecurityError):  # Flask's TRUSTED_HOSTS check
+        return error_response(400, UNTRUSTED_HOST)
     status = error.code or 500
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     data = getattr(error, "data", None) or {}
