@@ -73,6 +73,8 @@ RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 DATABASE_CONNECT_TIMEOUT_SECONDS = 5
 ANY_ORIGIN = "*"
 ANY_HOST = "*"
+# Served when TRUSTED_HOSTS is unset outside development (Werkzeug matches no IPv6 literal).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
 # A host name or IPv4 address, or `.example.com` for every name under it (Werkzeug's rule).
 HOST_NAME = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*")
 
@@ -254,8 +256,10 @@ def trusted_hosts(settings: Settings, development: bool) -> list[str] | None:
     """TRUSTED_HOSTS as Flask takes it: the host names requests may name, or None for any.
 
     The host a request names (`Host`, or `X-Forwarded-Host` behind PROXY_HOPS proxies)
-    becomes the host of `Location` and `Link`, so outside development it must be
-    listed: a forgotten setting stops start-up rather than serving any host.
+    becomes the host of `Location` and `Link`, so outside development an unset list
+    serves this machine's own names only: a forgotten setting refuses other hosts with
+    400s rather than serving any host, and a server run for this machine alone (a
+    benchmark, a smoke test) needs no setting.
     """
     names = [name.lower() for name in settings.names("TRUSTED_HOSTS")]
     if ANY_HOST in names:
@@ -263,12 +267,7 @@ def trusted_hosts(settings: Settings, development: bool) -> list[str] | None:
             raise ConfigError("TRUSTED_HOSTS is either * (any host) or a list of host names")
         return None
     if not names:
-        if development:
-            return None
-        raise ConfigError(
-            "TRUSTED_HOSTS is required outside APP_ENV=development: the host names "
-            "clients call the API by, e.g. api.example.com"
-        )
+        return None if development else list(LOOPBACK_HOSTS)
     for name in names:
         if not HOST_NAME.fullmatch(name):
             raise ConfigError(

@@ -44,8 +44,8 @@ def clean_environment():
         # unless a test turns them on (tests/test_rate_limits.py). Set in the
         # environment, so apps under gunicorn started by a test inherit it too.
         patch.setenv("RATELIMIT_ENABLED", "false")
-        # Production needs TRUSTED_HOSTS: the test client's host, the servers tests
-        # start on 127.0.0.1, and the name the deploy and proxy tests call the API by.
+        # Production serves only the hosts in TRUSTED_HOSTS: the test client's host, the
+        # servers tests start on 127.0.0.1, and the name the deploy and proxy tests use.
         patch.setenv("TRUSTED_HOSTS", "localhost,127.0.0.1,api.example.com")
         yield
 

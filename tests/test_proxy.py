@@ -148,10 +148,15 @@ def test_a_list_of_hosts_is_lower_cased(make_app):
     assert app.config["TRUSTED_HOSTS"] == ["api.example.com", "localhost"]
 
 
-def test_trusted_hosts_are_required_in_production(monkeypatch):
+def test_production_without_trusted_hosts_serves_this_machines_names_only(monkeypatch):
     monkeypatch.delenv("TRUSTED_HOSTS")
-    with pytest.raises(ConfigError, match="TRUSTED_HOSTS is required outside"):
-        create_app({"BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://"})
+    app = create_app({"BETTER_AUTH_SECRET": HS_SECRET, "DATABASE_URL": "sqlite://"})
+    client = app.test_client()
+    for host in ("localhost", "127.0.0.1:8000"):
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200
+    refused = client.get("/healthz", headers={"Host": "evil.example"})
+    assert refused.status_code == 400
+    assert refused.get_json() == {"detail": "The request names a host this API does not serve."}
 
 
 def test_development_serves_any_host_unless_told_otherwise(monkeypatch):
