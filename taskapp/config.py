@@ -32,6 +32,7 @@ APP_SETTINGS = (
     "DATABASE_URL",
     "BETTER_AUTH_URL",
     "BETTER_AUTH_JWKS_URL",
+    "JWKS_ALLOW_HTTP",
     "BETTER_AUTH_SECRET",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
@@ -239,6 +240,15 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         jwks_url = f"{better_auth_url}/api/auth/jwks"
     if jwks_url and not jwks_url.startswith(("https://", "http://")):
         raise ConfigError("BETTER_AUTH_URL and BETTER_AUTH_JWKS_URL must be http(s) URLs")
+    # Whoever can change the key set in transit can sign any token taskapp accepts:
+    # plain http is for development, or for an operator who says so (a key server on
+    # the same host or a private network).
+    allow_http = settings.flag("JWKS_ALLOW_HTTP", False)
+    if jwks_url.startswith("http://") and not development and not allow_http:
+        raise ConfigError(
+            "the JWKS URL (BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL) is plain http: use https, "
+            "or set JWKS_ALLOW_HTTP=true for a key server on a trusted network"
+        )
     secret = settings.raw("BETTER_AUTH_SECRET")
     if not jwks_url and not secret and development:
         secret = _development_secret(instance_path)

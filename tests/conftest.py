@@ -29,6 +29,9 @@ def clean_environment():
         # unless a test turns them on (tests/test_rate_limits.py). Set in the
         # environment, so apps under gunicorn started by a test inherit it too.
         patch.setenv("RATELIMIT_ENABLED", "false")
+        # The tests' key servers and Better Auth serve plain http on 127.0.0.1; the
+        # tests of that refusal (tests/test_factory.py) unset it.
+        patch.setenv("JWKS_ALLOW_HTTP", "true")
         yield
 
 
