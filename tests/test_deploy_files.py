@@ -116,3 +116,12 @@ def test_systemd_waits_for_gunicorns_graceful_shutdown(monkeypatch):
     # SIGTERM to the master alone: the workers finish their requests.
     assert setting(unit, r"^KillMode=(\S+)$") == "mixed"
     assert setting(unit, r"^ExecReload=(.*kill -HUP .*)$") == "/bin/kill -HUP $MAINPID"
+
+
+def test_systemd_does_not_restart_gunicorn_stopped_by_its_settings(monkeypatch):
+    # gunicorn.conf.py stops the master with this status when taskapp's settings
+    # cannot work (tests/test_gunicorn_settings.py): starting again cannot help.
+    refused = gunicorn_conf(monkeypatch)["SETTINGS_REFUSED"]
+    unit = deploy_file("taskapp.service")
+    assert setting(unit, r"^RestartPreventExitStatus=(\d+)$") == str(refused)
+    assert setting(unit, r"^Restart=(\S+)$") == "on-failure"
