@@ -6,6 +6,8 @@ imports nothing from taskapp, on purpose: see `preload_app`.
 """
 
 import os
+import subprocess
+import sys
 
 
 def _whole_number(name: str, default: int) -> int:
@@ -102,3 +104,58 @@ def child_exit(_server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# A worker that exits while importing the app is replaced by another, which exits the
+# same way: a setting that cannot work would restart workers without end. So the
+# master checks the settings first, and stops with taskapp's one line.
+SETTINGS_CHECK_TIMEOUT = 60  # seconds; the check imports taskapp and reads settings
+# EX_CONFIG (sysexits.h): deploy/taskapp.service does not restart gunicorn after it,
+# since starting again cannot help until someone changes the settings.
+SETTINGS_REFUSED = 78
+
+
+def on_starting(server):
+    """Stop gunicorn, before it listens or starts a worker, if taskapp's settings cannot work."""
+    refusal = _settings_refusal(server)
+    if refusal:
+        print(refusal, file=sys.stderr, flush=True)
+        if server.pidfile is not None:
+            server.pidfile.unlink()
+        sys.exit(SETTINGS_REFUSED)
+
+
+def on_reload(server):
+    """On SIGHUP, before new workers start: stop rather than replace workers that serve
+    with ones that cannot start. (deploy/taskapp.service checks before it sends SIGHUP.)"""
+    refusal = _settings_refusal(server)
+    if refusal:
+        print(refusal, file=sys.stderr, flush=True)
+        server.halt(exit_status=SETTINGS_REFUSED)
+
+
+def _settings_refusal(server):
+    """What stops taskapp from starting with the current environment and .env, or None.
+
+    The check is `python -m wsgi` (wsgi.py: the same .env, the same settings, no app
+    built), in a child process rather than an import here, because the master must
+    stay free of both: imported taskapp modules would be inherited by every worker it
+    forks, which would run that code even after a SIGHUP (see preload_app); and .env
+    loaded into the master's environment would be inherited too, where it outranks
+    the .env a new worker reads, so an edited .env would never take effect.
+    """
+    try:
+        check = subprocess.run(
+            [sys.executable, "-m", "wsgi"],
+            cwd=server.cfg.chdir,
+            capture_output=True,
+            text=True,
+            timeout=SETTINGS_CHECK_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"gunicorn.conf.py: checking taskapp's settings took over {SETTINGS_CHECK_TIMEOUT} s"
+    if check.returncode == 0:
+        return None
+    # taskapp's one line; anything else (a traceback) is shown whole.
+    return check.stderr.strip() or f"gunicorn.conf.py: python -m wsgi exited {check.returncode}"

@@ -34,6 +34,7 @@ APP_SETTINGS = (
     "DATABASE_URL",
     "BETTER_AUTH_URL",
     "BETTER_AUTH_JWKS_URL",
+    "JWKS_ALLOW_HTTP",
     "BETTER_AUTH_SECRET",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
@@ -277,6 +278,15 @@ def trusted_hosts(settings: Settings, development: bool) -> list[str] | None:
     return names
 
 
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def _development_secret(instance_path: str) -> str:
     """A random HS256 secret made once per checkout, so `make run` needs no setup."""
     path = Path(instance_path) / DEV_SECRET_FILE
@@ -306,6 +316,20 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         jwks_url = f"{better_auth_url}/api/auth/jwks"
     if jwks_url and not jwks_url.startswith(("https://", "http://")):
         raise ConfigError("BETTER_AUTH_URL and BETTER_AUTH_JWKS_URL must be http(s) URLs")
+    # Whoever can change the key set in transit can sign any token taskapp accepts:
+    # plain http is for development, for a key server on this machine (loopback never
+    # leaves it), or for an operator who says so (a private network).
+    allow_http = settings.flag("JWKS_ALLOW_HTTP", False)
+    if (
+        jwks_url.startswith("http://")
+        and not development
+        and not allow_http
+        and not _is_loopback(urlsplit(jwks_url).hostname)
+    ):
+        raise ConfigError(
+            "the JWKS URL (BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL) is plain http: use https, "
+            "or set JWKS_ALLOW_HTTP=true for a key server on a trusted network"
+        )
     secret = settings.raw("BETTER_AUTH_SECRET")
     if not jwks_url and not secret and development:
         secret = _development_secret(instance_path)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import re
 import secrets
 import socket
 import time
@@ -355,6 +356,119 @@ def test_token_without_exp_is_401(client):
     payload = {"sub": "alice", "id": "alice", "iat": int(time.time())}
     token = hmac_token({"alg": "HS256", "typ": "JWT"}, payload, HS_SECRET.encode())
     assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+# --- both modes: times that are not numbers (RFC 7519 NumericDate) ----------------------------
+
+# Each is refused with a 401, never a 500, or accepted as the number it is.
+NOT_NUMERIC_DATES = {
+    "exp-digits": {"exp": "9999999999"},
+    "exp-digits-soon": {"exp": str(int(time.time()) + 900)},
+    "exp-true": {"exp": True},
+    "exp-null": {"exp": None},
+    "exp-infinite": {"exp": float("inf")},
+    "exp-list": {"exp": [1]},
+    "nbf-digits": {"nbf": "0"},
+    "nbf-true": {"nbf": True},
+    "nbf-null": {"nbf": None},
+    "iat-digits": {"iat": "0"},
+    "iat-false": {"iat": False},
+    "iat-null": {"iat": None},
+}
+NUMERIC_DATES_REFUSED = {
+    "exp-past": {"exp": -1},
+    "exp-beyond-a-float": {"exp": 10**400},
+    "exp-far-away": {"exp": 10**30},
+    "nbf-far-away": {"nbf": 10**400},
+    "iat-far-away": {"iat": 10**400},
+}
+NUMERIC_DATES_ACCEPTED = {
+    "exp-fraction": {"exp": time.time() + 900.5},
+    "nbf-fraction": {"nbf": time.time() - 0.5},
+    "nbf-negative": {"nbf": -1},
+    "iat-fraction": {"iat": time.time() - 0.5},
+    "iat-negative": {"iat": -1},
+}
+
+
+def signed_by_hand(sign, times: dict) -> str:
+    # PyJWT's encoder turns some values into others (and refuses Infinity): the payload
+    # is written and signed as given.
+    return sign({**claims("alice"), **times})
+
+
+def hs256_by_hand(payload: dict) -> str:
+    return hmac_token({"alg": "HS256", "typ": "JWT"}, payload, HS_SECRET.encode())
+
+
+def jwks_by_hand(key: SigningKey, base_url: str):
+    return lambda payload: signed_with_header(
+        key,
+        {"alg": key.algorithm, "kid": key.kid, "typ": "JWT"},
+        {**payload, "iss": base_url, "aud": base_url},
+    )
+
+
+@pytest.mark.parametrize("times", NOT_NUMERIC_DATES.values(), ids=NOT_NUMERIC_DATES)
+def test_time_claim_that_is_not_a_number_is_401_in_secret_mode(client, times):
+    for _ in range(2):  # and never remembered as accepted
+        assert_unauthorized(client.get(TASKS, headers=bearer(signed_by_hand(hs256_by_hand, times))))
+
+
+@pytest.mark.parametrize("times", NOT_NUMERIC_DATES.values(), ids=NOT_NUMERIC_DATES)
+def test_time_claim_that_is_not_a_number_is_401_in_jwks_mode(
+    jwks_client, key_server, signing_key, times
+):
+    client = jwks_client()
+    token = signed_by_hand(jwks_by_hand(signing_key, key_server.base_url), times)
+    for _ in range(2):
+        assert_unauthorized(client.get(TASKS, headers=bearer(token)))
+
+
+def test_exp_as_digits_names_the_claim_and_counts_as_a_refused_token(make_app):
+    client = make_app(BETTER_AUTH_SECRET=HS_SECRET, METRICS_ENABLED="true").test_client()
+    token = signed_by_hand(hs256_by_hand, {"exp": "9999999999"})
+
+    def refused_for_their_claims() -> float:
+        # The counter is the process's: only what this request adds is this test's.
+        metrics = client.get("/metrics").get_data(as_text=True)
+        found = re.search(
+            r'^taskapp_jwt_verification_failures_total\{reason="claims"\} (\S+)$',
+            metrics,
+            re.MULTILINE,
+        )
+        return float(found[1]) if found else 0.0
+
+    before = refused_for_their_claims()
+    response = client.get(TASKS, headers=bearer(token))
+    assert_unauthorized(response)
+    assert response.get_json() == {"detail": "The token's exp is not a NumericDate."}
+    assert refused_for_their_claims() == before + 1
+
+
+@pytest.mark.parametrize("times", NUMERIC_DATES_REFUSED.values(), ids=NUMERIC_DATES_REFUSED)
+@pytest.mark.parametrize("mode", ["secret", "jwks"])
+def test_numeric_time_claim_out_of_range_is_401(make_app, key_server, signing_key, mode, times):
+    if mode == "secret":
+        client, sign = make_app(BETTER_AUTH_SECRET=HS_SECRET).test_client(), hs256_by_hand
+    else:
+        client = make_app(BETTER_AUTH_URL=key_server.base_url).test_client()
+        sign = jwks_by_hand(signing_key, key_server.base_url)
+    assert_unauthorized(client.get(TASKS, headers=bearer(signed_by_hand(sign, times))))
+
+
+@pytest.mark.parametrize("times", NUMERIC_DATES_ACCEPTED.values(), ids=NUMERIC_DATES_ACCEPTED)
+@pytest.mark.parametrize("mode", ["secret", "jwks"])
+def test_numeric_time_claim_with_a_fraction_or_before_1970_is_accepted(
+    make_app, key_server, signing_key, mode, times
+):
+    if mode == "secret":
+        client, sign = make_app(BETTER_AUTH_SECRET=HS_SECRET).test_client(), hs256_by_hand
+    else:
+        client = make_app(BETTER_AUTH_URL=key_server.base_url).test_client()
+        sign = jwks_by_hand(signing_key, key_server.base_url)
+    response = client.get(TASKS, headers=bearer(signed_by_hand(sign, times)))
+    assert response.status_code == 200, response.get_data(as_text=True)
 
 
 # --- HS256 mode: identity --------------------------------------------------------------------

@@ -133,3 +133,12 @@ def test_nginx_resends_only_what_is_idempotent():
 
 def test_pgbouncer_lends_server_connections_per_transaction():
     assert setting(deploy_file("pgbouncer.ini"), r"^pool_mode = (\S+)$") == "transaction"
+
+
+def test_systemd_does_not_restart_gunicorn_stopped_by_its_settings(monkeypatch):
+    # gunicorn.conf.py stops the master with this status when taskapp's settings
+    # cannot work (tests/test_gunicorn_settings.py): starting again cannot help.
+    refused = gunicorn_conf(monkeypatch)["SETTINGS_REFUSED"]
+    unit = deploy_file("taskapp.service")
+    assert setting(unit, r"^RestartPreventExitStatus=(\d+)$") == str(refused)
+    assert setting(unit, r"^Restart=(\S+)$") == "on-failure"

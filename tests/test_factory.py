@@ -109,6 +109,57 @@ def test_jwks_url_must_be_http():
         create_app({"BETTER_AUTH_JWKS_URL": "file:///etc/passwd"})
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"BETTER_AUTH_URL": "http://auth.example.com"},
+        {"BETTER_AUTH_URL": "https://auth.example.com", "BETTER_AUTH_JWKS_URL": "http://keys"},
+        {"BETTER_AUTH_URL": "http://127.0.0.2.example.com"},
+        {"BETTER_AUTH_URL": "http://localhost.example.com:3000"},
+    ],
+)
+def test_plain_http_jwks_is_refused_in_production(setting):
+    with pytest.raises(ConfigError, match=r"plain http: .*JWKS_ALLOW_HTTP=true") as refused:
+        create_app({**setting, "DATABASE_URL": "sqlite://"})
+    assert "\n" not in str(refused.value)
+
+
+def test_plain_http_jwks_is_allowed_when_the_operator_says_so():
+    app = create_app(
+        {
+            "BETTER_AUTH_URL": "http://auth.internal",
+            "JWKS_ALLOW_HTTP": "true",
+            "DATABASE_URL": "sqlite://",
+        }
+    )
+    assert app.config["JWKS_URL"] == "http://auth.internal/api/auth/jwks"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:3000", "http://localhost:3000", "http://[::1]:3000", "http://127.0.0.5"]
+)
+def test_plain_http_jwks_on_this_machine_is_allowed(url):
+    # Loopback never leaves the machine: nobody on the network can alter the key set.
+    app = create_app({"BETTER_AUTH_URL": url, "DATABASE_URL": "sqlite://"})
+    assert app.config["JWKS_URL"] == f"{url}/api/auth/jwks"
+
+
+def test_plain_http_jwks_is_allowed_in_development():
+    app = create_app(
+        {
+            "BETTER_AUTH_URL": "http://localhost:3000",
+            "APP_ENV": "development",
+            "DATABASE_URL": "sqlite://",
+        }
+    )
+    assert app.config["JWKS_URL"] == "http://localhost:3000/api/auth/jwks"
+
+
+def test_https_jwks_needs_no_permission():
+    app = create_app({"BETTER_AUTH_URL": "https://auth.example.com", "DATABASE_URL": "sqlite://"})
+    assert app.config["JWKS_URL"] == "https://auth.example.com/api/auth/jwks"
+
+
 def test_development_generates_a_secret_once_in_the_instance_folder(tmp_path):
     settings = {"APP_ENV": "development", "DATABASE_URL": "sqlite://"}
     first = create_app(settings, instance_path=str(tmp_path))

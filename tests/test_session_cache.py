@@ -213,6 +213,17 @@ def test_session_cache_meets_the_time_rules_of_every_token(
     assert_unauthorized(api.get(tasks_url(accounts["alice"].id), headers=bearer(token)), detail)
 
 
+@pytest.mark.parametrize(
+    "times",
+    [{"exp": "9999999999"}, {"exp": True}, {"iat": "0"}, {"nbf": "0"}],
+    ids=["exp-digits", "exp-true", "iat-digits", "nbf-digits"],
+)
+def test_session_cache_with_a_time_that_is_not_a_number_is_401(api, session_token, accounts, times):
+    token = resigned(session_token("alice"), **times)
+    for _ in range(2):  # and never remembered as accepted
+        assert_unauthorized(api.get(tasks_url(accounts["alice"].id), headers=bearer(token)))
+
+
 def test_session_user_and_user_id_that_differ_are_401(api, session_token, accounts):
     real = claims_of(session_token("alice"))
     alice_id, bob_id = accounts["alice"].id, accounts["bob"].id

@@ -24,6 +24,7 @@ PLAUSIBLE = {
     "AUTH_ENABLED": "false",
     "DATABASE_URL": "sqlite:////nonexistent/taskapp.sqlite3",
     "BETTER_AUTH_URL": "http://127.0.0.1:9",
+    "JWKS_ALLOW_HTTP": "true",
     "BETTER_AUTH_SECRET": "a-different-secret-that-is-long-enough-0123456789",
     "JWT_ISSUER": "https://issuer.example.com",
     "JWT_AUDIENCE": "https://audience.example.com",

@@ -167,6 +167,8 @@ def test_refused_tokens_are_not_cached(jwks_app, key_server, token_for, clock):
         token_for(iat=now - 1000, exp=now - 120),  # expired
         token_for(None),  # verified, but names no user: fails claims_are_acceptable
         token_for(exp=now + 40 * 365 * 86400),  # verified, but lives too long
+        token_for(exp=str(now + 900)),  # PyJWT takes the digits, claims_are_acceptable not
+        token_for(nbf=str(now)),
         token_for(key=SigningKey("EdDSA", kid=SigningKey("EdDSA").kid)),  # unknown kid
     ]
     for token in refused:

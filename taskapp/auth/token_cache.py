@@ -130,7 +130,8 @@ class TokenCache:
 def _still_valid(payload: Claims, now: float, leeway: float) -> bool:
     """PyJWT's time checks (jwt.api_jwt `_validate_iat`, `_nbf`, `_exp`), as booleans.
 
-    The values passed PyJWT's int() when the token was verified.
+    They are numbers: `claims_are_acceptable` (tokens.py) refuses any other before a
+    token is stored.
     """
     if "iat" in payload and int(payload["iat"]) > now + leeway:
         return False

@@ -5,7 +5,8 @@
   Auth's JWKS (`signing_key_for`) or at the shared HS256 secret.
 - Only the configured algorithms are accepted, and a JWKS key only with the
   algorithm it declares: `none`, or HS256 made with a public key, never verify.
-- A token must expire and must name its user (`claims_problem`): its `sub`, or in
+- A token must expire, its times (`exp`, `nbf`, `iat`) must be numbers (RFC 7519's
+  NumericDate), and it must name its user (`claims_problem`): its `sub`, or in
   secret mode, for Better Auth's session cache, its `session.userId`, which must be
   its `user.id` too (`caller_named_by`; taskapp.auth.session_cache decodes it).
 - An accepted token is remembered, per app and per worker, while it is valid and
@@ -21,6 +22,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, MutableMapping
@@ -56,6 +58,7 @@ MAX_KID_LENGTH = 200
 REALM = 'Bearer realm="taskapp"'
 MAX_REASON_LENGTH = 120
 NOT_A_JWT = "The token is not a well-formed JWT"
+TIME_CLAIMS = ("exp", "nbf", "iat")
 # The scheme at the start of one of the header's comma-separated credentials.
 BEARER_SCHEME = re.compile(r"\s*(bearer)(?:\s|$)", re.IGNORECASE | re.ASCII)
 
@@ -130,13 +133,29 @@ def claims_problem(payload: Claims) -> str | None:
     # The session cache lives minutes (cookieCache.maxAge): these apply to it unchanged.
     if "exp" not in payload:
         return "The token has no expiry"
-    if payload["exp"] - time.time() > current_app.config["JWT_MAX_LIFETIME_SECONDS"]:
+    for claim in TIME_CLAIMS:
+        if claim in payload and not _is_numeric_date(payload[claim]):
+            return f"The token's {claim} is not a NumericDate"
+    # Compared, not subtracted: an int too large for a float is still just too far away.
+    if payload["exp"] > time.time() + current_app.config["JWT_MAX_LIFETIME_SECONDS"]:
         return "The token expires too far in the future"
     if reads_session_cache(payload):
         return _session_cache_problem(payload)
     if not _is_user_id(caller_named_by(payload)):
         return "The token does not name a valid user"
     return None
+
+
+def _is_numeric_date(value: Any) -> bool:
+    """RFC 7519's NumericDate: a JSON number of seconds, nothing else.
+
+    PyJWT checks the times with int(), which also takes "9999999999" and true; those
+    are refused here, before anything compares them with a number.
+    """
+    if isinstance(value, bool):
+        return False
+    # An int is finite however large (math.isfinite would overflow converting it).
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _session_cache_problem(payload: Claims) -> str | None:
