@@ -136,7 +136,8 @@ def test_plain_http_jwks_is_allowed_when_the_operator_says_so():
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:3000", "http://localhost:3000", "http://[::1]:3000", "http://127.0.0.5"]
+    "url",
+    ["http://127.0.0.1:3000", "http://localhost:3000", "http://[::1]:3000", "http://127.0.0.5"],
 )
 def test_plain_http_jwks_on_this_machine_is_allowed(url):
     # Loopback never leaves the machine: nobody on the network can alter the key set.
