@@ -35,9 +35,14 @@ $(CLIENT_STAMP): $(CLIENT_DIR)/package.json $(CLIENT_DIR)/package-lock.json
 	touch $(CLIENT_STAMP)
 
 # requirements-dev.txt is the whole lock (runtime + dev tools, pip itself included), hashed.
+# --no-deps: the lock already lists every package, and the venv's first pip (the one
+# Python bundles) would otherwise look up an extra a package asks for, such as
+# pytest-cov's coverage[toml], on the index, take a newer release than the lock's and
+# refuse it as unpinned. pip check then proves the locked set is complete and consistent.
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 run: install
