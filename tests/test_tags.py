@@ -91,6 +91,8 @@ def test_the_most_tags_of_the_longest_length_are_accepted(create_task):
         pytest.param(["Work", "work"], id="equal ignoring case"),
         pytest.param(["Straße", "STRASSE"], id="equal by case folding"),
         pytest.param(["work", " work "], id="equal after trimming"),
+        pytest.param(["a", "a"], id="the same one-character tag twice"),
+        pytest.param(["same", "same"], id="the same tag twice"),
         pytest.param([1], id="a number"),
         pytest.param([None], id="a null tag"),
         pytest.param([["nested"]], id="an array"),

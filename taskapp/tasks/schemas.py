@@ -166,9 +166,10 @@ class Tag(Title):
 def _distinct_ignoring_case(tags: list[str]) -> None:
     seen: dict[str, str] = {}
     for tag in tags:
-        earlier = seen.setdefault(tag_key(tag), tag)
-        if earlier is not tag:
-            raise ValidationError(f"Tags must differ ignoring case: {earlier!r} and {tag!r}.")
+        key = tag_key(tag)
+        if key in seen:
+            raise ValidationError(f"Tags must differ ignoring case: {seen[key]!r} and {tag!r}.")
+        seen[key] = tag
 
 
 def _tags(**kwargs: Any) -> fields.List[str]:
