@@ -1,12 +1,25 @@
-"""The one table: tasks, keyed by owner first."""
+"""The tables: tasks, keyed by owner first, their tags, and idempotency keys."""
 
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from sqlalchemy import CheckConstraint, Index, SmallInteger, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    delete,
+    event,
+    insert,
+    text,
+)
 from sqlalchemy.engine.default import DefaultExecutionContext
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, UOWTransaction, attributes, mapped_column
 
 from taskapp.extensions import db
 from taskapp.timestamps import UTCDateTime, utcnow
@@ -17,6 +30,11 @@ USER_ID_MAX = 255
 PRIORITY_MIN, PRIORITY_MAX = 1, 5
 IDEMPOTENCY_KEY_MAX = 255
 FIRST_VERSION = 1
+TAG_MAX = 50
+TAGS_MAX = 20
+# A tag's key is its str.casefold(), which can be longer than the tag: at most three
+# characters for one ("ΐ" folds to three).
+TAG_KEY_MAX = 3 * TAG_MAX
 
 
 if TYPE_CHECKING:
@@ -57,6 +75,9 @@ class Task(Model):
     # Bumped on every UPDATE by SQLAlchemy itself; the ETag is made from it, and a
     # write that lost a race to another one fails instead of overwriting it.
     version: Mapped[int] = mapped_column(default=FIRST_VERSION)
+    # In the order given, as given (trimmed). Kept on the row so every read of a task
+    # stays one table; task_tags (TaskTag) indexes them for the `tag` filter and counts.
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
@@ -76,6 +97,63 @@ class Task(Model):
         self.is_completed = completed
         self.completed_at = now if completed else None
         self.updated_at = now
+
+
+class TaskTag(Model):
+    """One tag of one task, by its key (the casefolded tag): what the `tag` filter and
+    `GET /tags` read. Written with the task, in its transaction (`_keep_task_tags_in_step`).
+    """
+
+    __tablename__ = "task_tags"
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tag_key: Mapped[str] = mapped_column(String(TAG_KEY_MAX), primary_key=True)
+    name: Mapped[str] = mapped_column(String(TAG_MAX))  # the tag as this task spells it
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["user_id", "task_id"], ["tasks.user_id", "tasks.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+def tag_key(tag: str) -> str:
+    """What makes two tags the same tag: "Work", "work" and "WORK" are one."""
+    return tag.casefold()
+
+
+@event.listens_for(Session, "after_flush")
+def _keep_task_tags_in_step(session: Session, _flush: UOWTransaction) -> None:
+    """Rewrite the task_tags rows of every task this flush inserted, deleted or changed
+    the tags of, on the flush's connection, so they commit or roll back with the task.
+
+    The foreign key's ON DELETE CASCADE removes them on PostgreSQL; SQLite does not
+    enforce foreign keys here (turning them on would let a batch migration, which drops
+    and recreates `tasks`, empty task_tags), so deleted tasks' rows are deleted here too.
+    Bulk DELETEs bypass the ORM and are left to the cascade.
+    """
+    stale: list[Task] = [task for task in session.deleted if isinstance(task, Task)]
+    changed: list[Task] = [task for task in session.new if isinstance(task, Task)]
+    for task in session.dirty:
+        if isinstance(task, Task) and attributes.get_history(task, "tags").has_changes():
+            stale.append(task)
+            changed.append(task)
+    if not stale and not changed:
+        return
+    connection = session.connection()
+    for task in stale:
+        connection.execute(
+            delete(TaskTag).where(TaskTag.user_id == task.user_id, TaskTag.task_id == task.id)
+        )
+    rows = [
+        {"user_id": task.user_id, "task_id": task.id, "tag_key": tag_key(name), "name": name}
+        for task in changed
+        if task not in session.deleted
+        for name in task.tags or ()
+    ]
+    if rows:
+        connection.execute(insert(TaskTag), rows)
 
 
 class IdempotencyKey(Model):
@@ -102,5 +180,7 @@ Index("ix_tasks_user_id_created_at_id", Task.user_id, Task.created_at.desc(), Ta
 Index("ix_tasks_user_id_updated_at_id", Task.user_id, Task.updated_at.desc(), Task.id.desc())
 Index("ix_tasks_user_id_priority_id", Task.user_id, Task.priority.desc(), Task.id.desc())
 Index("ix_tasks_user_id_title_id", Task.user_id, Task.title, Task.id)
+# The `tag` filter and the tag counts: one user's tasks carrying a tag.
+Index("ix_task_tags_user_id_tag_key", TaskTag.user_id, TaskTag.tag_key)
 # On PostgreSQL, migration 0003 adds pg_trgm GIN indexes on title and description
 # for `q`; they are not declared here because SQLite has no equivalent.

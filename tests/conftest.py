@@ -18,7 +18,7 @@ from sqlalchemy import delete, event
 from taskapp import create_app
 from taskapp.config import SETTINGS
 from taskapp.extensions import db
-from taskapp.models import IdempotencyKey, Task
+from taskapp.models import IdempotencyKey, Task, TaskTag
 from tests.support import (
     HS_SECRET,
     KeyServer,
@@ -118,6 +118,7 @@ def make_app(database_url):
         with app.app_context():
             if index == 0:  # every app shares the database: empty it once
                 db.session.execute(delete(IdempotencyKey))
+                db.session.execute(delete(TaskTag))  # SQLite does not cascade (models.py)
                 db.session.execute(delete(Task))
                 db.session.commit()
             db.session.remove()

@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, event, text
 
 from taskapp.extensions import db
-from taskapp.models import DESCRIPTION_MAX, PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task
+from taskapp.models import (
+    DESCRIPTION_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TAG_MAX,
+    TAGS_MAX,
+    TITLE_MAX,
+    Task,
+    TaskTag,
+    tag_key,
+)
 from taskapp.tasks import json_reads
 from taskapp.tasks.listing import SORTS, ListQuery, page_query, sort_key
 from taskapp.tasks.schemas import TaskResponseSchema
@@ -70,6 +80,16 @@ def moments() -> st.SearchStrategy[datetime]:
     return st.one_of(cut, special).map(lambda moment: moment.replace(tzinfo=UTC))
 
 
+def tag_lists() -> st.SearchStrategy[list[str]]:
+    """What a request may store as tags: none, or up to the most, of any text a tag may
+    hold (no control character, trimmed), no two the same ignoring case."""
+    tag = st.one_of(
+        st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=TAG_MAX),
+        st.sampled_from(['"', "\\", "\u2028", "😀", "Straße", "ΐ" * TAG_MAX]),
+    ).map(str.strip)
+    return st.lists(tag.filter(bool), max_size=TAGS_MAX, unique_by=tag_key)
+
+
 @st.composite
 def tasks(draw, user_id: str) -> Task:
     return Task(
@@ -79,6 +99,7 @@ def tasks(draw, user_id: str) -> Task:
         description=draw(st.one_of(st.none(), texts(DESCRIPTION_MAX))),
         is_completed=draw(st.booleans()),
         priority=draw(st.one_of(st.sampled_from([PRIORITY_MIN, PRIORITY_MAX]), st.integers(1, 5))),
+        tags=draw(tag_lists()),
         completed_at=draw(st.one_of(st.none(), moments())),
         created_at=draw(moments()),
         updated_at=draw(moments()),
@@ -101,6 +122,7 @@ PINNED = settings(
 def stored(app, user_id, generated):
     """Insert the tasks through the ORM; the caller loads them back (`loaded`)."""
     with app.app_context():
+        db.session.execute(delete(TaskTag))
         db.session.execute(delete(Task))
         db.session.add_all(generated)
         db.session.commit()
@@ -241,3 +263,29 @@ def test_one_statement_serves_every_page_size_of_a_shape(app, client, auth):
     for limit in range(1, 21):
         assert client.get(f"/api/alice/tasks?limit={limit}", headers=auth()).status_code == 200
     assert json_reads._page_statement.cache_info().currsize == 1
+
+
+@PINNED
+@given(data=lists(), sort=st.sampled_from(list(SORTS)), limit=st.integers(1, 5), pick=st.data())
+def test_a_tag_filtered_page_is_the_page_the_orm_selects_and_holds_every_tag(
+    app, data, sort, limit, pick
+):
+    user_id, generated = data
+    stored(app, user_id, generated)
+    carried = sorted({tag for task in generated for tag in task.tags}) or ["absent"]
+    wanted = pick.draw(st.lists(st.sampled_from(carried), min_size=1, max_size=2))
+    # As a client may spell them: any case.
+    asked = [pick.draw(st.sampled_from([tag, tag.upper(), tag.lower()])) for tag in wanted]
+    query = ListQuery(user_id=user_id, sort=sort, limit=limit, tags=asked)
+    matching = [
+        task
+        for task in generated
+        if {tag_key(tag) for tag in wanted} <= {tag_key(tag) for tag in task.tags}
+    ]
+    with app.app_context():
+        page = json_reads.task_page(query, count=True)
+        selected = db.session.scalars(page_query(query)).all()
+        assert_same_json(page.body, selected[:limit])
+        assert page.total == len(matching)
+        assert {task.id for task in selected} <= {task.id for task in matching}
+        assert page.more == (len(selected) > limit)

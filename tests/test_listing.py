@@ -54,6 +54,7 @@ TASK_FIELDS = {
     "description",
     "is_completed",
     "priority",
+    "tags",
     "completed_at",
     "created_at",
     "updated_at",

@@ -77,7 +77,12 @@ def table_names(url: str) -> set[str]:
 def test_upgrade_builds_the_schema_from_empty(db_runner, empty_database):
     result = db_runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert table_names(empty_database) == {"tasks", "idempotency_keys", "alembic_version"}
+    assert table_names(empty_database) == {
+        "tasks",
+        "task_tags",
+        "idempotency_keys",
+        "alembic_version",
+    }
 
 
 def test_models_and_migrations_do_not_drift(db_runner):
@@ -109,6 +114,43 @@ def test_list_index_exists_after_upgrade(db_runner, empty_database):
         engine.dispose()
     assert "ix_tasks_user_id_created_at_id" in indexes
     assert primary_key == ["user_id", "id"]
+
+
+def test_upgrade_to_tags_keeps_tasks_and_gives_them_none(db_runner, empty_database):
+    assert db_runner.invoke(args=["db", "upgrade", "0004"]).exit_code == 0
+    engine = create_engine(database_url(empty_database, "/unused"))
+    task_id = uuid.uuid4()
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO tasks (user_id, id, title, is_completed, priority, created_at,"
+                    " updated_at, version) VALUES ('alice', :id, 'kept', false, 1,"
+                    " '2026-01-01 00:00:00', '2026-01-01 00:00:00', 1)"
+                ),
+                {"id": task_id.hex if engine.dialect.name == "sqlite" else str(task_id)},
+            )
+        result = db_runner.invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        with engine.connect() as connection:
+            tags = connection.execute(text("SELECT tags, title FROM tasks")).one()
+            indexes = {index["name"] for index in inspect(connection).get_indexes("task_tags")}
+            foreign_keys = inspect(connection).get_foreign_keys("task_tags")
+        assert tags[1] == "kept"
+        assert tags[0] in ([], "[]")  # PostgreSQL's driver reads json, SQLite's gives text
+        assert "ix_task_tags_user_id_tag_key" in indexes
+        assert [
+            (key["referred_table"], key["options"].get("ondelete")) for key in foreign_keys
+        ] == [("tasks", "CASCADE")]
+        result = db_runner.invoke(args=["db", "downgrade", "0004"])
+        assert result.exit_code == 0, result.output
+        with engine.connect() as connection:
+            columns = {column["name"] for column in inspect(connection).get_columns("tasks")}
+            assert connection.execute(text("SELECT title FROM tasks")).scalar() == "kept"
+        assert "tags" not in columns
+        assert "task_tags" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("empty_database", ["postgresql"], indirect=True)
@@ -230,7 +272,7 @@ def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, s
     failures = "".join(output for status, output in results if status)
     assert [status for status, _ in results] == [0, 0], failures
     tables, versions = migrated_schema(admin, schema)
-    assert tables == {"tasks", "idempotency_keys", "alembic_version"}
+    assert tables == {"tasks", "task_tags", "idempotency_keys", "alembic_version"}
     assert versions == [HEAD]
 
 
@@ -247,5 +289,5 @@ def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_targe
     [(status, output)] = finished([upgrade])
     assert status == 0, output
     tables, versions = migrated_schema(admin, schema)
-    assert tables == {"tasks", "idempotency_keys", "alembic_version"}
+    assert tables == {"tasks", "task_tags", "idempotency_keys", "alembic_version"}
     assert versions == [HEAD]

@@ -11,7 +11,7 @@ import pytest
 from tests.support import bearer, hs256_token
 
 TASKS = "/api/alice/tasks"
-LIST_PARAMETERS = ["completed", "cursor", "limit", "priority", "q", "sort", "updated_since"]
+LIST_PARAMETERS = ["completed", "cursor", "limit", "priority", "q", "sort", "tag", "updated_since"]
 # A body each write accepts, so the query string is the only thing wrong
 # (`PATCH …/complete` takes none: it toggles).
 BODIES = {"POST": {"title": "Planted"}, "PUT": {"title": "Changed"}, "PATCH": {"title": "Changed"}}
@@ -69,7 +69,8 @@ def test_every_api_operation_refuses_an_unknown_parameter_and_changes_nothing(
         ("priorities", "Did you mean priority?"),
         ("update_since", "Did you mean updated_since?"),
         ("Q", "Did you mean q? Names are case-sensitive."),
-        ("tag_ids", f"This endpoint takes {', '.join(LIST_PARAMETERS)}."),
+        ("tag_ids", "Did you mean tag?"),
+        ("colour", f"This endpoint takes {', '.join(LIST_PARAMETERS)}."),
     ],
 )
 def test_unknown_list_parameter_says_what_to_send(client, auth, task, name, hint):

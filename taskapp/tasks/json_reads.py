@@ -11,6 +11,7 @@ databases. Each field is selected as that schema writes it:
 | `id` | `uuid::text` | 32 hex digits, hyphenated here |
 | text, `priority` | the column | the column |
 | `is_completed` | boolean | 0/1, made a boolean by SQLAlchemy |
+| `tags` | json, an array psycopg2 reads | JSON text, read by SQLAlchemy |
 | timestamps | `to_char(ts AT TIME ZONE 'UTC', …)` | naive UTC text, rewritten in SQL |
 
 Timestamps are ISO 8601 in UTC with six fractional digits and a `Z`, as `UTCTimestamp`.
@@ -37,6 +38,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    JSON,
     Boolean,
     ColumnElement,
     Executable,
@@ -202,6 +204,7 @@ def _pg_values() -> Sequence[Field]:
         (Task.description, String),
         (Task.is_completed, Boolean),
         (Task.priority, SmallInteger),
+        (Task.tags, JSON),
         timestamp(Task.completed_at),
         timestamp(Task.created_at),
         timestamp(Task.updated_at),
@@ -232,6 +235,7 @@ def _sqlite_values() -> Sequence[Field]:
         (Task.description, String),
         (type_coerce(Task.is_completed, Integer), Boolean),
         (type_coerce(Task.priority, Integer), Integer),
+        (Task.tags, JSON),
         timestamp(Task.completed_at),
         timestamp(Task.created_at),
         timestamp(Task.updated_at),

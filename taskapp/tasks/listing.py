@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
-from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task
+from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task, TaskTag, tag_key
 from taskapp.timestamps import in_utc
 
 SORTS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
@@ -63,6 +63,7 @@ class QueryShape(NamedTuple):
     priorities: bool
     q: bool
     updated_since: bool
+    tags: bool = False
 
     def example(self) -> ListQuery:
         """A query of this shape: its values do not matter, only which filters it sets."""
@@ -74,6 +75,7 @@ class QueryShape(NamedTuple):
             priorities=[PRIORITY_MIN] if self.priorities else None,
             q="example" if self.q else None,
             updated_since=datetime.now(UTC) if self.updated_since else None,
+            tags=["example"] if self.tags else None,
         )
 
 
@@ -87,10 +89,11 @@ class ListQuery:
     priorities: list[int] | None = None
     q: str | None = None
     updated_since: datetime | None = None
+    tags: list[str] | None = None
 
     def shape(self) -> QueryShape:
         """What the statement depends on: the sort and which filters are set (not their
-        values nor the page size, which are parameters); at most 8 x 2**5 shapes."""
+        values nor the page size, which are parameters); at most 8 x 2**6 shapes."""
         return QueryShape(
             self.sort,
             bool(self.cursor),
@@ -98,7 +101,12 @@ class ListQuery:
             bool(self.priorities),
             bool(self.q),
             self.updated_since is not None,
+            tags=bool(self.tags),
         )
+
+    def tag_keys(self) -> list[str]:
+        """The `tag` filter's tags as task_tags keys them, each once."""
+        return sorted({tag_key(tag) for tag in self.tags or ()})
 
     def filters(self) -> list[ColumnElement[bool]]:
         """The WHERE clauses: the owner always, then each filter given."""
@@ -119,6 +127,8 @@ class ListQuery:
             )
         if self.updated_since is not None:
             clauses.append(Task.updated_at > bindparam("updated_since", type_=Task.updated_at.type))
+        if self.tags:
+            clauses.append(Task.id.in_(_tagged_with_every_tag()))
         return clauses
 
     def parameters(self) -> dict[str, Any]:
@@ -136,13 +146,16 @@ class ListQuery:
             values["pattern"] = f"%{escape_like(self.q)}%"
         if self.updated_since is not None:
             values["updated_since"] = self.updated_since
+        if self.tags:
+            values["tag_keys"] = self.tag_keys()
+            values["tag_count"] = len(values["tag_keys"])
         if self.cursor:
             values["after_key"], values["after_id"] = decode_cursor(self)
         return values
 
     def fingerprint(self) -> str:
         """Who and what a cursor was made for: the user, the sort and every filter."""
-        scope = [
+        scope: list[object] = [
             self.user_id,
             self.sort,
             self.completed,
@@ -150,7 +163,23 @@ class ListQuery:
             self.q,
             self.updated_since.isoformat() if self.updated_since else None,
         ]
+        if self.tags:  # only then: cursors made before the tag filter existed still hold
+            scope.append(self.tag_keys())
         return _digest(json.dumps(scope, separators=(",", ":")))
+
+
+def _tagged_with_every_tag() -> Select[Any]:
+    """The ids of the user's tasks that carry every one of the `tag_keys`: one range of
+    the (user_id, tag_key) index per tag, whichever order the list is sorted in."""
+    return (
+        select(TaskTag.task_id)
+        .where(
+            TaskTag.user_id == bindparam("user_id"),
+            TaskTag.tag_key.in_(bindparam("tag_keys", expanding=True)),
+        )
+        .group_by(TaskTag.task_id)
+        .having(func.count() == bindparam("tag_count", type_=Integer))
+    )
 
 
 def escape_like(text: str) -> str:

@@ -4,13 +4,22 @@ JSON types are strict: `"true"` is not a boolean and `"2"`, `2.5` or `true` are
 not priorities. A field the server owns, or one nobody knows, is refused.
 """
 
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
-from taskapp.models import DESCRIPTION_MAX, PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX
+from taskapp.models import (
+    DESCRIPTION_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TAG_MAX,
+    TAGS_MAX,
+    TITLE_MAX,
+    tag_key,
+)
 from taskapp.tasks.listing import CURSOR_MAX_LENGTH, DEFAULT_SORT, SORTS
 from taskapp.timestamps import in_utc
 
@@ -91,6 +100,7 @@ class TaskResponseSchema(Schema):
     description = fields.String(required=True, allow_none=True)
     is_completed = fields.Boolean(required=True)
     priority = fields.Integer(required=True)
+    tags = fields.List(fields.String(), required=True, metadata={"description": "`[]` when none."})
     completed_at = UTCTimestamp(required=True, allow_none=True)
     created_at = UTCTimestamp(required=True)
     updated_at = UTCTimestamp(required=True)
@@ -121,6 +131,61 @@ def _title(**kwargs: Any) -> Title:
     )
 
 
+# A tag: 1 to TAG_MAX characters after trimming, none of them a control character
+# (Unicode category Cc: C0, DEL and C1), surrounding whitespace allowed and removed.
+CONTROL = r"\u0000-\u001f\u007f-\u009f"
+TAG_PATTERN = (
+    rf"^[{SPACE}]*[^{SPACE}{CONTROL}](?:[^{CONTROL}]{{0,{TAG_MAX - 2}}}[^{SPACE}{CONTROL}])?"
+    rf"[{SPACE}]*$"
+)
+
+
+class Tag(Title):
+    """One tag, trimmed: 1 to TAG_MAX characters with no control character."""
+
+    default_error_messages = {
+        "length": f"Must be 1 to {TAG_MAX} characters after trimming.",
+        "control": "Must not contain control characters.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": TAG_PATTERN, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        tag = super()._deserialize(value, attr, data, **kwargs)
+        if not 1 <= len(tag) <= TAG_MAX:
+            raise self.make_error("length")
+        if any(unicodedata.category(character) == "Cc" for character in tag):
+            raise self.make_error("control")
+        return tag
+
+
+def _distinct_ignoring_case(tags: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for tag in tags:
+        key = tag_key(tag)
+        if key in seen:
+            raise ValidationError(f"Tags must differ ignoring case: {seen[key]!r} and {tag!r}.")
+        seen[key] = tag
+
+
+def _tags(**kwargs: Any) -> fields.List[str]:
+    return fields.List(
+        Tag(),
+        validate=[validate.Length(max=TAGS_MAX), _distinct_ignoring_case],
+        error_messages={"null": "Must be an array of tags: send [] to remove them all."},
+        metadata={
+            "description": f"At most {TAGS_MAX}, kept in this order; no two the same "
+            "ignoring case. `[]` removes them all.",
+            "uniqueItems": True,
+        },
+        **kwargs,
+    )
+
+
 def _priority(**kwargs: Any) -> StrictInteger:
     return StrictInteger(validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX), **kwargs)
 
@@ -130,6 +195,7 @@ class _TaskBodySchema(Schema):
     description = Text(allow_none=True, validate=validate.Length(max=DESCRIPTION_MAX))
     is_completed = StrictBoolean()
     priority = _priority()
+    tags = _tags()
 
     @pre_load
     def refuse_server_owned_fields(self, data: Any, **kwargs: Any) -> Any:
@@ -182,6 +248,7 @@ class TaskListQuerySchema(Schema):
         "per_page": "Did you mean limit?",
         "page_size": "Did you mean limit?",
         "since": "Did you mean updated_since?",
+        "tags": "Did you mean tag? Repeat it for each tag: tag=work&tag=home.",
     }
 
     limit = fields.Integer(
@@ -210,8 +277,36 @@ class TaskListQuerySchema(Schema):
         validate=_in_utc_range,
         metadata={"description": "ISO 8601 with an offset: only tasks changed after it."},
     )
+    tags = fields.List(
+        Tag(),
+        data_key="tag",
+        validate=validate.Length(max=TAGS_MAX),
+        metadata={
+            "description": "Repeatable: `tag=work&tag=home` lists the tasks carrying every "
+            f"one, ignoring case; at most {TAGS_MAX}."
+        },
+    )
     sort = fields.String(
         load_default=DEFAULT_SORT,
         validate=validate.OneOf(list(SORTS)),
         metadata={"description": "Order; `id` breaks ties."},
+    )
+
+
+class TagCountSchema(Schema):
+    name = fields.String(
+        required=True,
+        metadata={
+            "description": "As the most recently updated task carrying it spells it "
+            "(tags that differ only in case are one tag)."
+        },
+    )
+    count = fields.Integer(required=True, metadata={"description": "How many tasks carry it."})
+
+
+class TagListSchema(Schema):
+    tags = fields.List(
+        fields.Nested(TagCountSchema),
+        required=True,
+        metadata={"description": "Most used first; equal counts by name, ignoring case."},
     )

@@ -116,6 +116,7 @@ def new_task(user_id: str, fields: Fields) -> Task:
     """A task with every column set, so it can be answered before it is written."""
     now = utcnow()
     values = {name: value for name, value in fields.items() if name != "is_completed"}
+    values.setdefault("tags", [])  # the column's default, which the answer needs now
     task = Task(id=uuid.uuid4(), user_id=user_id, created_at=now, updated_at=now, **values)
     task.set_completed(fields.get("is_completed", False), at=now)
     return task

@@ -23,10 +23,13 @@ export type { components, paths } from "./schema.js";
 const COLLECTION = "/api/{user_id}/tasks";
 const ITEM = "/api/{user_id}/tasks/{task_id}";
 const COMPLETION = "/api/{user_id}/tasks/{task_id}/complete";
+const TAGS = "/api/{user_id}/tags";
 
 export type Task = components["schemas"]["TaskResponse"];
 export type TaskCreate = components["schemas"]["TaskCreate"];
 export type TaskUpdate = components["schemas"]["TaskUpdate"];
+/** One of the caller's tags and how many tasks carry it. */
+export type TagCount = components["schemas"]["TagCount"];
 /** The list's query parameters: `limit`, `cursor`, `completed`, `priority`, `q`, ... */
 export type TaskQuery = NonNullable<paths[typeof COLLECTION]["get"]["parameters"]["query"]>;
 
@@ -233,6 +236,15 @@ export function createTaskClient(options: TaskClientOptions) {
     if (!response.ok) throw toTaskApiError(response, error);
   }
 
+  /** The caller's tags with how many tasks carry each, most used first. */
+  async function listTags(userId: string): Promise<TagCount[]> {
+    const { data, error, response } = await api.GET(TAGS, {
+      params: { path: { user_id: userId } },
+    });
+    if (data === undefined) throw toTaskApiError(response, error);
+    return data.tags;
+  }
+
   return {
     listTasks,
     allTasks,
@@ -242,6 +254,7 @@ export function createTaskClient(options: TaskClientOptions) {
     replaceTask,
     completeTask,
     deleteTask,
+    listTags,
   };
 }
 

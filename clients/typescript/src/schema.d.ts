@@ -36,6 +36,8 @@ export interface paths {
                     q?: string;
                     /** @description ISO 8601 with an offset: only tasks changed after it. */
                     updated_since?: string;
+                    /** @description Repeatable: `tag=work&tag=home` lists the tasks carrying every one, ignoring case; at most 20. */
+                    tag?: string[];
                     /** @description Order; `id` breaks ties. */
                     sort?: "-created_at" | "created_at" | "-updated_at" | "updated_at" | "-priority" | "priority" | "-title" | "title";
                 };
@@ -347,6 +349,55 @@ export interface paths {
         };
         trace?: never;
     };
+    "/api/{user_id}/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /**
+         * List your tags, most used first, each with how many of your tasks carry it.
+         * @description Tags that differ only in case are one tag, shown as the most recently updated
+         *     task carrying it spells it; equal counts are ordered by name, ignoring case.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    user_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TagList"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -383,6 +434,8 @@ export interface components {
             description: string | null;
             is_completed: boolean;
             priority: number;
+            /** @description `[]` when none. */
+            tags: string[];
             /** Format: date-time */
             completed_at: string | null;
             /** Format: date-time */
@@ -397,6 +450,8 @@ export interface components {
             is_completed?: boolean;
             /** @default 1 */
             priority?: number;
+            /** @description At most 20, kept in this order; no two the same ignoring case. `[]` removes them all. */
+            tags?: string[];
         };
         TaskUpdate: {
             /** @description Surrounding whitespace is removed. */
@@ -404,10 +459,22 @@ export interface components {
             description?: string | null;
             is_completed?: boolean;
             priority?: number;
+            /** @description At most 20, kept in this order; no two the same ignoring case. `[]` removes them all. */
+            tags?: string[];
         };
         Completion: {
             /** @description Set to this value; without a body the state is toggled. */
             is_completed?: boolean;
+        };
+        TagCount: {
+            /** @description As the most recently updated task carrying it spells it (tags that differ only in case are one tag). */
+            name: string;
+            /** @description How many tasks carry it. */
+            count: number;
+        };
+        TagList: {
+            /** @description Most used first; equal counts by name, ignoring case. */
+            tags: components["schemas"]["TagCount"][];
         };
     };
     responses: {

@@ -232,3 +232,25 @@ describe("getToken", () => {
     }
   });
 });
+
+describe("tags", () => {
+  test("are sent and answered in order, filter the list ignoring case, and are counted", async () => {
+    const tagger = await signUp();
+    const tags = clientFor(tagger);
+    const { task } = await tags.createTask(tagger.id, { title: "Report", tags: [" Work ", "urgent"] });
+    assert.deepEqual(task.tags, ["Work", "urgent"]);
+    await tags.createTask(tagger.id, { title: "Call", tags: ["work"] });
+    await tags.createTask(tagger.id, { title: "Untagged" });
+
+    const both = await tags.listTasks(tagger.id, { tag: ["WORK", "Urgent"] });
+    assert.deepEqual(both.tasks.map((found) => found.title), ["Report"]);
+    assert.deepEqual(await tags.listTags(tagger.id), [
+      { name: "work", count: 2 },
+      { name: "urgent", count: 1 },
+    ]);
+
+    const cleared = await tags.updateTask(tagger.id, task.id, { tags: [] });
+    assert.deepEqual(cleared.task.tags, []);
+    assert.deepEqual(await tags.listTags(tagger.id), [{ name: "work", count: 1 }]);
+  });
+});
