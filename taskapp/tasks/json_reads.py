@@ -152,9 +152,8 @@ def _page_statement(shape: QueryShape, count: bool, dialect: str) -> Executable:
     query = shape.example()
     column, _ = SORTS[query.sort]
     columns: list[Any] = [*_task_fields(dialect), column.label("sort_key")]
-    if count:
-        columns.append(count_query(query).scalar_subquery().label("total"))
-    return page_select(query, *columns)
+    total = [count_query(query).scalar_subquery().label("total")] if count else []
+    return page_select(query, *columns, per_statement=total)
 
 
 @cache
@@ -202,6 +201,7 @@ def _pg_values() -> Sequence[Field]:
         (Task.description, String),
         (Task.is_completed, Boolean),
         (Task.priority, SmallInteger),
+        timestamp(Task.due_at),
         timestamp(Task.completed_at),
         timestamp(Task.created_at),
         timestamp(Task.updated_at),
@@ -232,6 +232,7 @@ def _sqlite_values() -> Sequence[Field]:
         (Task.description, String),
         (type_coerce(Task.is_completed, Integer), Boolean),
         (type_coerce(Task.priority, Integer), Integer),
+        timestamp(Task.due_at),
         timestamp(Task.completed_at),
         timestamp(Task.created_at),
         timestamp(Task.updated_at),
