@@ -213,6 +213,8 @@ class TaskListQuerySchema(Schema):
         "per_page": "Did you mean limit?",
         "page_size": "Did you mean limit?",
         "since": "Did you mean updated_since?",
+        "due": "Use due_before and due_after (ISO 8601 with an offset), or overdue=true.",
+        "due_date": "Use due_before and due_after (ISO 8601 with an offset), or overdue=true.",
     }
 
     limit = fields.Integer(
