@@ -264,5 +264,8 @@ class TaskListQuerySchema(Schema):
     sort = fields.String(
         load_default=DEFAULT_SORT,
         validate=validate.OneOf(list(SORTS)),
-        metadata={"description": "Order; `id` breaks ties."},
+        metadata={
+            "description": "Order; `id` breaks ties. Tasks without a due date come last "
+            "in both `due_at` orders."
+        },
     )

@@ -36,8 +36,14 @@ export interface paths {
                     q?: string;
                     /** @description ISO 8601 with an offset: only tasks changed after it. */
                     updated_since?: string;
-                    /** @description Order; `id` breaks ties. */
-                    sort?: "-created_at" | "created_at" | "-updated_at" | "updated_at" | "-priority" | "priority" | "-title" | "title";
+                    /** @description ISO 8601 with an offset: only tasks due before it. */
+                    due_before?: string;
+                    /** @description ISO 8601 with an offset: only tasks due at or after it. */
+                    due_after?: string;
+                    /** @description `true`: only tasks due before now and not completed; `false`: every other task (no due date, due later, or completed). */
+                    overdue?: boolean;
+                    /** @description Order; `id` breaks ties. Tasks without a due date come last in both `due_at` orders. */
+                    sort?: "-created_at" | "created_at" | "-updated_at" | "updated_at" | "-priority" | "priority" | "-title" | "title" | "-due_at" | "due_at";
                 };
                 header?: never;
                 path: {
@@ -384,6 +390,8 @@ export interface components {
             is_completed: boolean;
             priority: number;
             /** Format: date-time */
+            due_at: string | null;
+            /** Format: date-time */
             completed_at: string | null;
             /** Format: date-time */
             created_at: string;
@@ -397,6 +405,11 @@ export interface components {
             is_completed?: boolean;
             /** @default 1 */
             priority?: number;
+            /**
+             * Format: date-time
+             * @description ISO 8601 with an offset (e.g. `2026-01-17T17:00:00+01:00`), answered in UTC; `null` clears it.
+             */
+            due_at?: string | null;
         };
         TaskUpdate: {
             /** @description Surrounding whitespace is removed. */
@@ -404,6 +417,11 @@ export interface components {
             description?: string | null;
             is_completed?: boolean;
             priority?: number;
+            /**
+             * Format: date-time
+             * @description ISO 8601 with an offset (e.g. `2026-01-17T17:00:00+01:00`), answered in UTC; `null` clears it.
+             */
+            due_at?: string | null;
         };
         Completion: {
             /** @description Set to this value; without a body the state is toggled. */
