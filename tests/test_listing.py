@@ -54,6 +54,7 @@ TASK_FIELDS = {
     "description",
     "is_completed",
     "priority",
+    "due_at",
     "completed_at",
     "created_at",
     "updated_at",
