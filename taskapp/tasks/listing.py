@@ -252,7 +252,9 @@ def _undated_last_page(
     backwards puts NULLs first); two runs keep one index, and keep the cursor's
     row comparison, which no NULL satisfies, for the dated run. After a cursor whose key
     is null only the undated run remains: `after_key IS NOT NULL OR id > after_id`, which
-    PostgreSQL folds to one or the other before planning (psycopg2 sends values inline).
+    PostgreSQL folds to one or the other before planning (psycopg2 sends values inline),
+    so it is an index condition. SQLite binds it and filters the undated tasks up to the
+    cursor instead: a deep page there costs its depth, which a development database bears.
     """
     column, descending = SORTS[query.sort]
     order = (column.desc(), Task.id.desc()) if descending else (column.asc(), Task.id.asc())
