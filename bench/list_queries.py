@@ -3,8 +3,8 @@
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1/taskapp_bench python -m bench.list_queries
 
 The database must be one the benchmark may fill: it applies the migrations, seeds
-1,000,000 tasks over 10,000 users (100 each) plus one heavy user with 100,000, and
-keeps them for the next run.
+1,000,000 tasks over 10,000 users (100 each) plus one heavy user with 100,000 (two in
+three with a due date, half of those in the past), and keeps them for the next run.
 
 Each page is the statement `GET /api/<user_id>/tasks` runs: the query string goes
 through the view's own schema into a `ListQuery`, and the statement is
@@ -25,10 +25,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, cast
 
 import flask_migrate
-from sqlalchemy import ClauseElement, Executable, select, text
+from sqlalchemy import ClauseElement, Executable, func, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -36,7 +37,14 @@ from taskapp import create_app
 from taskapp.extensions import db
 from taskapp.models import Task
 from taskapp.tasks import json_reads
-from taskapp.tasks.listing import ListQuery, encode_cursor, page_query, sort_key
+from taskapp.tasks.listing import (
+    SORTS,
+    UNDATED_LAST,
+    ListQuery,
+    encode_cursor,
+    page_query,
+    sort_key,
+)
 from taskapp.tasks.schemas import TaskListQuerySchema
 
 USERS = 10_000
@@ -50,7 +58,7 @@ SECRET = "bench-secret-that-is-long-enough-for-hs256"  # noqa: S105 (a local ben
 
 SEED = """
 INSERT INTO tasks (user_id, id, title, description, is_completed, priority,
-                   completed_at, created_at, updated_at, version)
+                   completed_at, created_at, updated_at, version, due_at)
 SELECT owner,
        md5(owner || ':' || g)::uuid,
        'Task ' || g || ' ' || (ARRAY['buy milk', 'call mum', 'write report',
@@ -59,7 +67,8 @@ SELECT owner,
        g % 4 = 0,
        1 + g % 5,
        CASE WHEN g % 4 = 0 THEN stamp END,
-       stamp, stamp, 1
+       stamp, stamp, 1,
+       CASE WHEN g % 3 <> 0 THEN stamp + make_interval(days => g % 60 - 30) END
 FROM (
     SELECT g, {owner} AS owner, now() - make_interval(secs => g) AS stamp
     FROM generate_series(1, :count) AS g
@@ -75,6 +84,7 @@ class Page:
     after: int = 0  # how many rows the pages before it held: its cursor is that deep
     changed: int = 0  # updated_since such that this many of the user's tasks match
     count: bool = False  # `Prefer: count=exact`
+    due_after_days: int = 0  # due_after this many days after the newest task was created
 
 
 # The heavy user's titles are 'Task <n> <one of five phrases>': "milk" is in one in
@@ -103,6 +113,15 @@ PAGES = [
     Page("sort=-title", {"sort": "-title"}),
     Page("sort=title", {"sort": "title"}),
     Page("sort=title, after 50,000 rows", {"sort": "title"}, after=50_000),
+    # Two in three of the heavy user's tasks have a due date: 66,667 dated, then 33,333 not.
+    Page("sort=due_at", {"sort": "due_at"}),
+    Page("sort=-due_at", {"sort": "-due_at"}),
+    Page("sort=due_at, after 50,000 rows (dated)", {"sort": "due_at"}, after=50_000),
+    Page("sort=-due_at, after 66,000 rows (both runs)", {"sort": "-due_at"}, after=66_640),
+    Page("sort=due_at, after 90,000 rows (undated)", {"sort": "due_at"}, after=90_000),
+    Page("overdue=true, sort=due_at", {"overdue": "true", "sort": "due_at"}),
+    Page("overdue=false", {"overdue": "false"}),
+    Page("due_after (1 in 60 match), sort=due_at", {"sort": "due_at"}, due_after_days=28),
     Page("typical user: first page", user=TYPICAL_USER),
     Page("typical user: first page, Prefer: count=exact", user=TYPICAL_USER, count=True),
     Page("typical user: q=milk (none of theirs)", {"q": "milk"}, user=TYPICAL_USER),
@@ -138,8 +157,8 @@ class Figures:
 
 
 def seed() -> None:
-    count = db.session.scalar(text("SELECT count(*) FROM tasks"))
-    if count == TASKS + HEAVY_TASKS:
+    count, dated = db.session.execute(text("SELECT count(*), count(due_at) FROM tasks")).one()
+    if count == TASKS + HEAVY_TASKS and dated:  # seeded, and since due dates exist
         return
     print(f"seeding {TASKS:,} tasks over {USERS:,} users and {HEAVY_TASKS:,} for one user ...")
     started = time.perf_counter()
@@ -161,6 +180,12 @@ def list_query(page: Page) -> ListQuery:
         args["priority"] = args["priority"].split(",")  # repeated in a real query string
     if page.changed:
         args["updated_since"] = changed_since(page.user, page.changed)
+    if page.due_after_days:
+        newest = db.session.scalar(
+            select(func.max(Task.created_at)).where(Task.user_id == page.user)
+        )
+        assert newest is not None  # noqa: S101
+        args["due_after"] = (newest + timedelta(days=page.due_after_days)).isoformat()
     query = ListQuery(user_id=page.user, **TaskListQuerySchema().load(args))
     if not page.after:
         return query
@@ -184,7 +209,17 @@ def changed_since(user_id: str, rows: int) -> str:
 def cursor_after(query: ListQuery, rows: int) -> str:
     """The cursor a client holds after paging through `rows` rows: the page that ended
     with the query's rows-th task. Found by OFFSET, only to set up the page."""
-    last = db.session.scalars(page_query(query).offset(rows - 1).limit(1)).one()
+    statement = page_query(query)
+    column, descending = SORTS[query.sort]
+    if column.key in UNDATED_LAST:  # its page statement reads a page of each run, no more
+        by = (column.desc(), Task.id.desc()) if descending else (column.asc(), Task.id.asc())
+        statement = (
+            select(Task)
+            .where(*query.filters())
+            .order_by(column.is_(None), *by)
+            .params(query.parameters())
+        )
+    last = db.session.scalars(statement.offset(rows - 1).limit(1)).one()
     return encode_cursor(query, sort_key(query, last), last.id)
 
 

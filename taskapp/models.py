@@ -68,6 +68,7 @@ class Task(Model):
     is_completed: Mapped[bool] = mapped_column(default=False)
     priority: Mapped[int] = mapped_column(SmallInteger, default=PRIORITY_MIN)
     completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    due_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=_same_as_created_at, onupdate=utcnow
@@ -182,5 +183,9 @@ Index("ix_tasks_user_id_priority_id", Task.user_id, Task.priority.desc(), Task.i
 Index("ix_tasks_user_id_title_id", Task.user_id, Task.title, Task.id)
 # The `tag` filter and the tag counts: one user's tasks carrying a tag.
 Index("ix_task_tags_user_id_tag_key", TaskTag.user_id, TaskTag.tag_key)
+# Serves due_at and -due_at, tasks without a due date last in both: the list reads the
+# dated tasks and the undated ones as two runs of this index, each in one direction
+# (taskapp.tasks.listing), so no NULLS LAST ordering is needed in the index itself.
+Index("ix_tasks_user_id_due_at_id", Task.user_id, Task.due_at, Task.id)
 # On PostgreSQL, migration 0003 adds pg_trgm GIN indexes on title and description
 # for `q`; they are not declared here because SQLite has no equivalent.

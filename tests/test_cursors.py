@@ -38,8 +38,9 @@ from tests.test_listing import (
 
 FIRST_MOMENT = datetime(1, 1, 1, tzinfo=UTC)
 LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-# One sort per kind of key, in both directions between them.
-SORTS = ["-created_at", "updated_at", "-priority", "title"]
+# One sort per kind of key, in both directions between them; due dates, which may be
+# null, in both.
+SORTS = ["-created_at", "updated_at", "-priority", "title", "due_at", "-due_at"]
 LIMIT = 3
 
 
@@ -69,7 +70,11 @@ def tasks(app):
     with the same keys, which no cursor of Alice's may reach."""
     rows = varied_rows(9)
     rows += [row(title="first", created_at=FIRST_MOMENT), row(title="last", created_at=LAST_MOMENT)]
-    insert_rows(app, rows + varied_rows(9, user="bob"))
+    bobs = varied_rows(9, user="bob")
+    due_dates = [None, FIRST_MOMENT, LAST_MOMENT, datetime(2024, 1, 1, tzinfo=UTC)]
+    for index, task in enumerate(rows + bobs):
+        task["due_at"] = due_dates[index % len(due_dates)]
+    insert_rows(app, rows + bobs)
     return rows
 
 
@@ -121,6 +126,9 @@ VALUES = {
     "updated_at": TIMESTAMPS,
     "-priority": PRIORITIES,
     "title": TITLES,
+    # null is a due date's cursor value (the page ended among the undated tasks)
+    "due_at": [value for value in TIMESTAMPS if value is not None],
+    "-due_at": [value for value in TIMESTAMPS if value is not None],
 }
 IDS = [5, 10**30, None, True, [], {}, "", "x" * 32, "0" * 31, "0" * 33, "\ud800", "\x00" * 32]
 FINGERPRINTS = [None, 5, "", "0" * 16, ["f"], {"f": "0" * 16}]
@@ -213,7 +221,27 @@ SORT_VALUES = {
     "updated_at": MOMENTS,
     "-priority": st.integers(-2, 8),
     "title": st.one_of(st.text(max_size=TITLE_MAX + 2), st.sampled_from(["apple", "milk", "zoo"])),
+    "due_at": st.one_of(st.none(), MOMENTS),
+    "-due_at": st.one_of(st.none(), MOMENTS),
 }
+
+
+def due_walk(sort: str, due_at: datetime | None, task_id: uuid.UUID) -> tuple[int, int, int]:
+    """Where a (due date, id) sits in the walk of a due_at sort, as numbers: the dated
+    tasks by due date then id in the sort's direction, then the undated ones by id."""
+    sign = -1 if sort.startswith("-") else 1
+    if due_at is None:
+        return (1, 0, sign * task_id.int)
+    microseconds = (due_at - FIRST_MOMENT) // timedelta(microseconds=1)
+    return (0, sign * microseconds, sign * task_id.int)
+
+
+def in_sort_order(rows, sort) -> list[str]:
+    """The ids of `rows` as the list orders them for `sort`."""
+    if sort.lstrip("-") != "due_at":
+        return in_order(rows, sort)
+    walked = sorted(rows, key=lambda task: due_walk(sort, task["due_at"], task["id"]))
+    return [str(task["id"]) for task in walked]
 
 
 @st.composite
@@ -241,6 +269,11 @@ def expected_page(rows, sort, payload) -> list[str] | None:
     the list could hold; None for titles, whose order is the database's collation."""
     if sort.lstrip("-") == "title":
         return None
+    if sort.lstrip("-") == "due_at":
+        due_at = payload["v"] and datetime.fromisoformat(payload["v"]).astimezone(UTC)
+        last = due_walk(sort, due_at, uuid.UUID(payload["i"]))
+        after = [task for task in rows if due_walk(sort, task["due_at"], task["id"]) > last]
+        return in_sort_order(after, sort)[:LIMIT]
     key = payload["v"]
     if sort.lstrip("-") != "priority":
         key = datetime.fromisoformat(key).astimezone(UTC)
@@ -254,7 +287,7 @@ def test_any_resealed_cursor_gets_a_correct_page_or_a_422(client, auth, tasks, s
     real = genuine(client, auth, sort)
     ids = [task["id"].hex for task in tasks]
     whole = [task["id"] for task in client.get(url([("sort", sort)]), headers=auth()).json]
-    assert whole == in_order(tasks, sort)  # lowercase ASCII titles: any collation agrees
+    assert whole == in_sort_order(tasks, sort)  # lowercase ASCII titles: any collation agrees
     answered = []
 
     @given(cursor=cursors(real, ids, sort))
@@ -300,10 +333,12 @@ def test_the_cursor_after_the_longest_title_is_followed(client, auth, create_tas
     ]
 
 
-@pytest.mark.parametrize("sort", ["-created_at", "created_at", "-updated_at", "updated_at"])
+@pytest.mark.parametrize(
+    "sort", ["-created_at", "created_at", "-updated_at", "updated_at", "-due_at", "due_at"]
+)
 def test_paging_through_the_first_and_last_moments_sees_every_task_once(client, auth, tasks, sort):
     pages = read_all(client, auth(), [("sort", sort), ("limit", 2)])
-    assert [task["id"] for p in pages for task in p.json] == in_order(tasks, sort)
+    assert [task["id"] for p in pages for task in p.json] == in_sort_order(tasks, sort)
 
 
 # --- updated_since and the date headers --------------------------------------------

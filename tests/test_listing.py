@@ -55,6 +55,7 @@ TASK_FIELDS = {
     "is_completed",
     "priority",
     "tags",
+    "due_at",
     "completed_at",
     "created_at",
     "updated_at",

@@ -291,3 +291,51 @@ def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_targe
     tables, versions = migrated_schema(admin, schema)
     assert tables == {"tasks", "task_tags", "idempotency_keys", "alembic_version"}
     assert versions == [HEAD]
+
+
+# --- 0005: due dates -------------------------------------------------------------
+
+TASK_ROW = text(
+    "INSERT INTO tasks (user_id, id, title, is_completed, priority, created_at, updated_at,"
+    " version) VALUES ('alice', :id, 'kept', false, 1, :at, :at, 1)"
+)
+
+
+def columns_and_indexes(url: str) -> tuple[set[str], set[str]]:
+    engine = create_engine(database_url(url, "/unused"))
+    try:
+        inspector = inspect(engine)
+        columns = {column["name"] for column in inspector.get_columns("tasks")}
+        return columns, {index["name"] for index in inspector.get_indexes("tasks")}
+    finally:
+        engine.dispose()
+
+
+def test_0005_adds_due_at_and_its_index_and_its_downgrade_removes_them(db_runner, empty_database):
+    assert db_runner.invoke(args=["db", "upgrade", "0004"]).exit_code == 0
+    engine = create_engine(database_url(empty_database, "/unused"))
+    task_id = uuid.uuid4()
+    moment = "2026-01-17 09:30:00"
+    try:
+        with engine.begin() as connection:
+            connection.execute(TASK_ROW, {"id": task_id.hex, "at": moment})
+
+        result = db_runner.invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        columns, indexes = columns_and_indexes(empty_database)
+        assert "due_at" in columns
+        assert "ix_tasks_user_id_due_at_id" in indexes
+        with engine.begin() as connection:
+            titles = connection.execute(text("SELECT title, due_at FROM tasks")).all()
+            assert [tuple(each) for each in titles] == [("kept", None)]  # existing tasks undated
+            connection.execute(text("UPDATE tasks SET due_at = :at"), {"at": moment})
+
+        result = db_runner.invoke(args=["db", "downgrade", "0004"])
+        assert result.exit_code == 0, result.output
+        columns, indexes = columns_and_indexes(empty_database)
+        assert "due_at" not in columns
+        assert "ix_tasks_user_id_due_at_id" not in indexes
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT title FROM tasks")).scalars().all() == ["kept"]
+    finally:
+        engine.dispose()

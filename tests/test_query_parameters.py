@@ -11,7 +11,19 @@ import pytest
 from tests.support import bearer, hs256_token
 
 TASKS = "/api/alice/tasks"
-LIST_PARAMETERS = ["completed", "cursor", "limit", "priority", "q", "sort", "tag", "updated_since"]
+LIST_PARAMETERS = [
+    "completed",
+    "cursor",
+    "due_after",
+    "due_before",
+    "limit",
+    "overdue",
+    "priority",
+    "q",
+    "sort",
+    "tag",
+    "updated_since",
+]
 # A body each write accepts, so the query string is the only thing wrong
 # (`PATCH …/complete` takes none: it toggles).
 BODIES = {"POST": {"title": "Planted"}, "PUT": {"title": "Changed"}, "PATCH": {"title": "Changed"}}
@@ -71,6 +83,8 @@ def test_every_api_operation_refuses_an_unknown_parameter_and_changes_nothing(
         ("Q", "Did you mean q? Names are case-sensitive."),
         ("tag_ids", "Did you mean tag?"),
         ("colour", f"This endpoint takes {', '.join(LIST_PARAMETERS)}."),
+        ("due", "Use due_before and due_after (ISO 8601 with an offset), or overdue=true."),
+        ("due_date", "Use due_before and due_after (ISO 8601 with an offset), or overdue=true."),
     ],
 )
 def test_unknown_list_parameter_says_what_to_send(client, auth, task, name, hint):
@@ -134,6 +148,18 @@ def test_every_documented_parameter_is_accepted_at_once(client, auth, task):
     response = client.get(f"{TASKS}?{query}", headers=auth())
     assert response.status_code == 200
     assert response.json == [task]
+
+
+def test_the_due_date_parameters_are_accepted_at_once(client, auth, create_task):
+    late = create_task(title="Late", due_at="2020-01-01T12:00:00Z")
+    create_task(title="Someday")
+    query = (
+        "due_after=2020-01-01T12:00:00Z&due_before=2020-01-02T00:00:00%2B02:00"
+        "&overdue=true&sort=-due_at"
+    )
+    response = client.get(f"{TASKS}?{query}", headers=auth())
+    assert response.status_code == 200, response.json
+    assert response.json == [late]
 
 
 def test_list_accepts_exactly_the_parameters_it_documents(client):

@@ -154,9 +154,8 @@ def _page_statement(shape: QueryShape, count: bool, dialect: str) -> Executable:
     query = shape.example()
     column, _ = SORTS[query.sort]
     columns: list[Any] = [*_task_fields(dialect), column.label("sort_key")]
-    if count:
-        columns.append(count_query(query).scalar_subquery().label("total"))
-    return page_select(query, *columns)
+    total = [count_query(query).scalar_subquery().label("total")] if count else []
+    return page_select(query, *columns, per_statement=total)
 
 
 @cache
@@ -205,6 +204,7 @@ def _pg_values() -> Sequence[Field]:
         (Task.is_completed, Boolean),
         (Task.priority, SmallInteger),
         (Task.tags, JSON),
+        timestamp(Task.due_at),
         timestamp(Task.completed_at),
         timestamp(Task.created_at),
         timestamp(Task.updated_at),
@@ -236,6 +236,7 @@ def _sqlite_values() -> Sequence[Field]:
         (type_coerce(Task.is_completed, Integer), Boolean),
         (type_coerce(Task.priority, Integer), Integer),
         (Task.tags, JSON),
+        timestamp(Task.due_at),
         timestamp(Task.completed_at),
         timestamp(Task.created_at),
         timestamp(Task.updated_at),

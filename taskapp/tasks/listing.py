@@ -26,16 +26,32 @@ import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, or_, select, tuple_
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.sql.elements import BindParameter
 
 from taskapp.models import PRIORITY_MAX, PRIORITY_MIN, TITLE_MAX, Task, TaskTag, tag_key
-from taskapp.timestamps import in_utc
+from taskapp.timestamps import in_utc, utcnow
 
 SORTS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
     "-created_at": (Task.created_at, True),
@@ -46,7 +62,11 @@ SORTS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
     "priority": (Task.priority, False),
     "-title": (Task.title, True),
     "title": (Task.title, False),
+    "-due_at": (Task.due_at, True),
+    "due_at": (Task.due_at, False),
 }
+# Sort keys a task may lack: tasks without one come last in both directions.
+UNDATED_LAST = frozenset({"due_at"})
 DEFAULT_SORT = "-created_at"
 CHECKSUM_LENGTH = 16
 CURSOR_KEYS = frozenset({"v", "i", "f"})  # sort key value, row id, fingerprint
@@ -64,6 +84,9 @@ class QueryShape(NamedTuple):
     q: bool
     updated_since: bool
     tags: bool = False
+    due_before: bool = False
+    due_after: bool = False
+    overdue: bool | None = None  # its value, not only whether it is set: two statements
 
     def example(self) -> ListQuery:
         """A query of this shape: its values do not matter, only which filters it sets."""
@@ -76,6 +99,9 @@ class QueryShape(NamedTuple):
             q="example" if self.q else None,
             updated_since=datetime.now(UTC) if self.updated_since else None,
             tags=["example"] if self.tags else None,
+            due_before=datetime.now(UTC) if self.due_before else None,
+            due_after=datetime.now(UTC) if self.due_after else None,
+            overdue=self.overdue,
         )
 
 
@@ -90,10 +116,13 @@ class ListQuery:
     q: str | None = None
     updated_since: datetime | None = None
     tags: list[str] | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    overdue: bool | None = None
 
     def shape(self) -> QueryShape:
         """What the statement depends on: the sort and which filters are set (not their
-        values nor the page size, which are parameters); at most 8 x 2**6 shapes."""
+        values nor the page size, which are parameters); at most 10 x 2**8 x 3 shapes."""
         return QueryShape(
             self.sort,
             bool(self.cursor),
@@ -102,6 +131,9 @@ class ListQuery:
             bool(self.q),
             self.updated_since is not None,
             tags=bool(self.tags),
+            due_before=self.due_before is not None,
+            due_after=self.due_after is not None,
+            overdue=self.overdue,
         )
 
     def tag_keys(self) -> list[str]:
@@ -129,6 +161,18 @@ class ListQuery:
             clauses.append(Task.updated_at > bindparam("updated_since", type_=Task.updated_at.type))
         if self.tags:
             clauses.append(Task.id.in_(_tagged_with_every_tag()))
+        if self.due_before is not None:
+            clauses.append(Task.due_at < bindparam("due_before", type_=Task.due_at.type))
+        if self.due_after is not None:
+            clauses.append(Task.due_at >= bindparam("due_after", type_=Task.due_at.type))
+        if self.overdue is not None:
+            now = bindparam("now", type_=Task.due_at.type)
+            if self.overdue:
+                clauses.append(and_(Task.due_at < now, Task.is_completed == false()))
+            else:  # every other task: no due date, due now or later, or completed
+                clauses.append(
+                    or_(Task.due_at.is_(None), Task.due_at >= now, Task.is_completed == true())
+                )
         return clauses
 
     def parameters(self) -> dict[str, Any]:
@@ -149,6 +193,12 @@ class ListQuery:
         if self.tags:
             values["tag_keys"] = self.tag_keys()
             values["tag_count"] = len(values["tag_keys"])
+        if self.due_before is not None:
+            values["due_before"] = self.due_before
+        if self.due_after is not None:
+            values["due_after"] = self.due_after
+        if self.overdue is not None:
+            values["now"] = utcnow()
         if self.cursor:
             values["after_key"], values["after_id"] = decode_cursor(self)
         return values
@@ -165,6 +215,14 @@ class ListQuery:
         ]
         if self.tags:  # only then: cursors made before the tag filter existed still hold
             scope.append(self.tag_keys())
+        # Appended only when set, so cursors made before due dates existed stay valid.
+        due = [
+            self.due_before.isoformat() if self.due_before else None,
+            self.due_after.isoformat() if self.due_after else None,
+            self.overdue,
+        ]
+        if any(value is not None for value in due):
+            scope += due
         return _digest(json.dumps(scope, separators=(",", ":")))
 
 
@@ -192,17 +250,79 @@ def count_query(query: ListQuery) -> Select[int]:
     return select(func.count()).select_from(Task).where(*query.filters())
 
 
-def page_select(query: ListQuery, *columns: Any) -> Select[Any]:
+def page_select(query: ListQuery, *columns: Any, per_statement: Sequence[Any] = ()) -> Select[Any]:
     """One page plus one row of `columns`, in the sort's order, after the cursor's row:
     the extra row tells whether there is a next page. The one statement builder of the
     list: `page_query` selects tasks with it, taskapp.tasks.json_reads JSON text. Its
-    parameters are `ListQuery.parameters`.
+    parameters are `ListQuery.parameters`. `per_statement` are columns computed once for
+    the whole statement (a COUNT), added after `columns`.
     """
     column, descending = SORTS[query.sort]
-    statement = select(*columns).where(*query.filters())
+    if column.key in UNDATED_LAST:
+        return _undated_last_page(query, columns, per_statement)
+    statement = select(*columns, *per_statement).where(*query.filters())
     if query.cursor:
         statement = statement.where(_after(column, descending))
     return statement.order_by(*sort_order(query)).limit(bindparam("page_size_and_one"))
+
+
+# The columns `_undated_last_page` orders its two runs by, beside the caller's.
+RUN, RUN_KEY, RUN_ID = "page_run", "page_run_key", "page_run_id"
+
+
+def _undated_last_page(
+    query: ListQuery, columns: tuple[Any, ...], per_statement: Sequence[Any]
+) -> Select[Any]:
+    """`page_select` for a sort key a task may lack (UNDATED_LAST), tasks without one last
+    in both directions: the dated run, then the undated one (by id), each read from the
+    (user_id, key, id) index in the sort's direction and cut to a page, and the two (at
+    most two pages) ordered by run, key and id.
+
+    One ORDER BY key NULLS LAST, id would need an index per direction (a btree read
+    backwards puts NULLs first); two runs keep one index, and keep the cursor's
+    row comparison, which no NULL satisfies, for the dated run. After a cursor whose key
+    is null only the undated run remains: `after_key IS NOT NULL OR id > after_id`, which
+    PostgreSQL folds to one or the other before planning (psycopg2 sends values inline),
+    so it is an index condition. SQLite binds it and filters the undated tasks up to the
+    cursor instead: a deep page there costs its depth, which a development database bears.
+    """
+    column, descending = SORTS[query.sort]
+    order = (column.desc(), Task.id.desc()) if descending else (column.asc(), Task.id.asc())
+    entity = len(columns) == 1 and columns[0] is Task
+    if entity:  # page_query: the table's columns in the runs, the entity over the page
+        columns = tuple(Task.__table__.c)
+    helpers = [column.label(RUN_KEY), Task.id.label(RUN_ID)]
+    dated = select(*columns, literal_column("0").label(RUN), *helpers).where(*query.filters())
+    undated = select(*columns, literal_column("1").label(RUN), *helpers).where(
+        *query.filters(), column.is_(None)
+    )
+    if query.cursor:
+        dated = dated.where(_after(column, descending))
+        after_id = bindparam("after_id", type_=Task.id.type)
+        undated = undated.where(
+            or_(
+                bindparam("after_key", type_=column.type).is_not(None),
+                Task.id < after_id if descending else Task.id > after_id,
+            )
+        )
+    else:
+        dated = dated.where(column.is_not(None))
+    size: BindParameter[int] = bindparam("page_size_and_one")
+    # Each run a subquery of its own: SQLite allows no ORDER BY or LIMIT on a UNION's parts.
+    runs = [run.order_by(*order).limit(size).subquery() for run in (dated, undated)]
+    page = union_all(*(select(*run.c) for run in runs)).subquery("page")
+    if entity:
+        selected: list[Any] = [aliased(Task, page)]
+    else:
+        selected = [each for each in page.c if each.key not in (RUN, RUN_KEY, RUN_ID)]
+    key, row_id = page.c[RUN_KEY], page.c[RUN_ID]
+    by_key = (key.desc(), row_id.desc()) if descending else (key.asc(), row_id.asc())
+    return (
+        select(*selected, *per_statement)
+        .select_from(page)
+        .order_by(page.c[RUN], *by_key)
+        .limit(size)
+    )
 
 
 def page_query(query: ListQuery) -> Select[Any]:
@@ -288,11 +408,14 @@ def _payload(cursor: str) -> dict[str, Any]:
     return payload
 
 
-def _sort_key(name: str, value: Any) -> datetime | int | str:
+def _sort_key(name: str, value: Any) -> datetime | int | str | None:
     """The cursor's sort key, checked as a value of its field: a timestamp as
-    `updated_since` is (taskapp.timestamps.in_utc), a priority and a title within a
-    task's bounds (a title's text is UTF-8 and its JSON had no unpaired surrogate)."""
-    if name in ("created_at", "updated_at"):
+    `updated_since` is (taskapp.timestamps.in_utc), a due date as one or null (a task
+    without one), a priority and a title within a task's bounds (a title's text is
+    UTF-8 and its JSON had no unpaired surrogate)."""
+    if name == "due_at" and value is None:  # the page ended among the undated tasks
+        return None
+    if name in ("created_at", "updated_at", "due_at"):
         if not isinstance(value, str):
             raise InvalidCursor("timestamp")
         try:

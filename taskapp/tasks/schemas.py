@@ -101,6 +101,7 @@ class TaskResponseSchema(Schema):
     is_completed = fields.Boolean(required=True)
     priority = fields.Integer(required=True)
     tags = fields.List(fields.String(), required=True, metadata={"description": "`[]` when none."})
+    due_at = UTCTimestamp(required=True, allow_none=True)
     completed_at = UTCTimestamp(required=True, allow_none=True)
     created_at = UTCTimestamp(required=True)
     updated_at = UTCTimestamp(required=True)
@@ -190,12 +191,42 @@ def _priority(**kwargs: Any) -> StrictInteger:
     return StrictInteger(validate=validate.Range(min=PRIORITY_MIN, max=PRIORITY_MAX), **kwargs)
 
 
+class Moment(fields.AwareDateTime):
+    """ISO 8601 with an offset, read as the same moment in UTC: a naive time is refused
+    (its zone is a guess), and so is one UTC cannot hold (taskapp.timestamps.in_utc)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> datetime:
+        if not isinstance(value, str):  # JSON has no date type: 1704110400 is not one
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return in_utc(moment)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+
+def _due_at() -> Moment:
+    return Moment(
+        allow_none=True,
+        metadata={
+            "description": "ISO 8601 with an offset (e.g. `2026-01-17T17:00:00+01:00`), "
+            "answered in UTC; `null` clears it."
+        },
+    )
+
+
 class _TaskBodySchema(Schema):
     title = _title()
     description = Text(allow_none=True, validate=validate.Length(max=DESCRIPTION_MAX))
     is_completed = StrictBoolean()
     priority = _priority()
     tags = _tags()
+    due_at = _due_at()
 
     @pre_load
     def refuse_server_owned_fields(self, data: Any, **kwargs: Any) -> Any:
@@ -249,6 +280,8 @@ class TaskListQuerySchema(Schema):
         "page_size": "Did you mean limit?",
         "since": "Did you mean updated_since?",
         "tags": "Did you mean tag? Repeat it for each tag: tag=work&tag=home.",
+        "due": "Use due_before and due_after (ISO 8601 with an offset), or overdue=true.",
+        "due_date": "Use due_before and due_after (ISO 8601 with an offset), or overdue=true.",
     }
 
     limit = fields.Integer(
@@ -286,10 +319,31 @@ class TaskListQuerySchema(Schema):
             f"one, ignoring case; at most {TAGS_MAX}."
         },
     )
+    due_before = fields.AwareDateTime(
+        format="iso",
+        validate=_in_utc_range,
+        metadata={"description": "ISO 8601 with an offset: only tasks due before it."},
+    )
+    due_after = fields.AwareDateTime(
+        format="iso",
+        validate=_in_utc_range,
+        metadata={"description": "ISO 8601 with an offset: only tasks due at or after it."},
+    )
+    overdue = fields.Boolean(
+        truthy={"true"},
+        falsy={"false"},
+        metadata={
+            "description": "`true`: only tasks due before now and not completed; "
+            "`false`: every other task (no due date, due later, or completed)."
+        },
+    )
     sort = fields.String(
         load_default=DEFAULT_SORT,
         validate=validate.OneOf(list(SORTS)),
-        metadata={"description": "Order; `id` breaks ties."},
+        metadata={
+            "description": "Order; `id` breaks ties. Tasks without a due date come last "
+            "in both `due_at` orders."
+        },
     )
 
 

@@ -38,8 +38,14 @@ export interface paths {
                     updated_since?: string;
                     /** @description Repeatable: `tag=work&tag=home` lists the tasks carrying every one, ignoring case; at most 20. */
                     tag?: string[];
-                    /** @description Order; `id` breaks ties. */
-                    sort?: "-created_at" | "created_at" | "-updated_at" | "updated_at" | "-priority" | "priority" | "-title" | "title";
+                    /** @description ISO 8601 with an offset: only tasks due before it. */
+                    due_before?: string;
+                    /** @description ISO 8601 with an offset: only tasks due at or after it. */
+                    due_after?: string;
+                    /** @description `true`: only tasks due before now and not completed; `false`: every other task (no due date, due later, or completed). */
+                    overdue?: boolean;
+                    /** @description Order; `id` breaks ties. Tasks without a due date come last in both `due_at` orders. */
+                    sort?: "-created_at" | "created_at" | "-updated_at" | "updated_at" | "-priority" | "priority" | "-title" | "title" | "-due_at" | "due_at";
                 };
                 header?: never;
                 path: {
@@ -437,6 +443,8 @@ export interface components {
             /** @description `[]` when none. */
             tags: string[];
             /** Format: date-time */
+            due_at: string | null;
+            /** Format: date-time */
             completed_at: string | null;
             /** Format: date-time */
             created_at: string;
@@ -452,6 +460,11 @@ export interface components {
             priority?: number;
             /** @description At most 20, kept in this order; no two the same ignoring case. `[]` removes them all. */
             tags?: string[];
+            /**
+             * Format: date-time
+             * @description ISO 8601 with an offset (e.g. `2026-01-17T17:00:00+01:00`), answered in UTC; `null` clears it.
+             */
+            due_at?: string | null;
         };
         TaskUpdate: {
             /** @description Surrounding whitespace is removed. */
@@ -461,6 +474,11 @@ export interface components {
             priority?: number;
             /** @description At most 20, kept in this order; no two the same ignoring case. `[]` removes them all. */
             tags?: string[];
+            /**
+             * Format: date-time
+             * @description ISO 8601 with an offset (e.g. `2026-01-17T17:00:00+01:00`), answered in UTC; `null` clears it.
+             */
+            due_at?: string | null;
         };
         Completion: {
             /** @description Set to this value; without a body the state is toggled. */

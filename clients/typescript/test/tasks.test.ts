@@ -205,6 +205,26 @@ describe("listTasks", () => {
     assert.equal(page.nextCursor, null);
     assert.equal(page.totalCount, 2);
   });
+
+  test("sorts by due date, undated tasks last, and filters overdue ones", async () => {
+    const owner = await signUp();
+    const ownClient = clientFor(owner);
+    const undated = await ownClient.createTask(owner.id, { title: "Someday" });
+    const later = await ownClient.createTask(owner.id, {
+      title: "Later",
+      due_at: "2020-01-02T10:00:00+01:00",
+    });
+    const sooner = await ownClient.createTask(owner.id, { title: "Sooner", due_at: "2020-01-01T00:00:00Z" });
+    assert.equal(later.task.due_at, "2020-01-02T09:00:00.000000Z");
+    assert.equal(undated.task.due_at, null);
+
+    const page = await ownClient.listTasks(owner.id, { sort: "-due_at", limit: 1 });
+    assert.deepEqual(page.tasks, [later.task]);
+    const rest = await ownClient.listTasks(owner.id, { sort: "-due_at", cursor: page.nextCursor ?? "" });
+    assert.deepEqual(rest.tasks, [sooner.task, undated.task]);
+    const overdue = await ownClient.listTasks(owner.id, { overdue: true, sort: "due_at" });
+    assert.deepEqual(overdue.tasks, [sooner.task, later.task]);
+  });
 });
 
 describe("getToken", () => {
