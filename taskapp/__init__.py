@@ -12,7 +12,7 @@ from taskapp import cli
 from taskapp.auth import tokens
 from taskapp.config import load_config
 from taskapp.extensions import api, db, migrate
-from taskapp.tasks import views
+from taskapp.tasks import change_feed, views
 from taskapp.web import cors, errors, health, logs, metrics, openapi, ratelimit, security_headers
 from taskapp.web.keep_alive import finish_request_bodies
 
@@ -39,6 +39,7 @@ def create_app(
     ratelimit.init_rate_limits(app)
     api.init_app(app)
     views.init_tasks(app)
+    change_feed.init_change_feed(app)
     app.register_blueprint(health.blp)
     openapi.init_openapi(app)
     errors.register_error_handlers(app)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, event
 from taskapp import create_app
 from taskapp.config import SETTINGS
 from taskapp.extensions import db
-from taskapp.models import IdempotencyKey, Task
+from taskapp.models import ChangeCounter, IdempotencyKey, Task, TaskTombstone
 from tests.support import (
     HS_SECRET,
     KeyServer,
@@ -119,6 +119,8 @@ def make_app(database_url):
             if index == 0:  # every app shares the database: empty it once
                 db.session.execute(delete(IdempotencyKey))
                 db.session.execute(delete(Task))
+                db.session.execute(delete(TaskTombstone))
+                db.session.execute(delete(ChangeCounter))
                 db.session.commit()
             db.session.remove()
             db.engine.dispose()

@@ -77,7 +77,13 @@ def table_names(url: str) -> set[str]:
 def test_upgrade_builds_the_schema_from_empty(db_runner, empty_database):
     result = db_runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert table_names(empty_database) == {"tasks", "idempotency_keys", "alembic_version"}
+    assert table_names(empty_database) == {
+        "tasks",
+        "idempotency_keys",
+        "change_counters",
+        "task_tombstones",
+        "alembic_version",
+    }
 
 
 def test_models_and_migrations_do_not_drift(db_runner):
@@ -230,7 +236,13 @@ def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, s
     failures = "".join(output for status, output in results if status)
     assert [status for status, _ in results] == [0, 0], failures
     tables, versions = migrated_schema(admin, schema)
-    assert tables == {"tasks", "idempotency_keys", "alembic_version"}
+    assert tables == {
+        "tasks",
+        "idempotency_keys",
+        "change_counters",
+        "task_tombstones",
+        "alembic_version",
+    }
     assert versions == [HEAD]
 
 
@@ -247,5 +259,11 @@ def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_targe
     [(status, output)] = finished([upgrade])
     assert status == 0, output
     tables, versions = migrated_schema(admin, schema)
-    assert tables == {"tasks", "idempotency_keys", "alembic_version"}
+    assert tables == {
+        "tasks",
+        "idempotency_keys",
+        "change_counters",
+        "task_tombstones",
+        "alembic_version",
+    }
     assert versions == [HEAD]
