@@ -88,7 +88,7 @@ def test_api_conforms_to_its_document(make_app, auth):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     headers = auth("alice", lifetime=3600)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 8
 
     for operation in operations:
 

@@ -72,22 +72,36 @@ class ChangesQuerySchema(Schema):
     )
 
 
-class ChangeSchema(Schema):
-    op = fields.String(
-        required=True,
-        validate=validate.OneOf(["upsert", "delete"]),
-        metadata={"description": "`upsert`: store `task`. `delete`: remove the task `id`."},
-    )
+class UpsertChangeSchema(Schema):
+    op = fields.String(required=True, validate=validate.OneOf(["upsert"]))
     task = fields.Nested(
-        TaskResponseSchema, metadata={"description": "`upsert` only: the task as it is now."}
+        TaskResponseSchema,
+        required=True,
+        metadata={"description": "The task as it is now: store it, replacing any copy."},
     )
-    id = fields.UUID(metadata={"description": "`delete` only: the deleted task's id."})
-    deleted_at = UTCTimestamp(metadata={"description": "`delete` only: when it was deleted."})
+
+
+class DeleteChangeSchema(Schema):
+    op = fields.String(required=True, validate=validate.OneOf(["delete"]))
+    id = fields.UUID(
+        required=True, metadata={"description": "The deleted task's id: remove it, if held."}
+    )
+    deleted_at = UTCTimestamp(required=True, metadata={"description": "When it was deleted."})
+
+
+# Each change is one of these, told apart by `op`: a union in the OpenAPI document (and
+# so in the typed client), which a marshmallow field cannot say by itself.
+CHANGE_SCHEMAS = {"UpsertChange": UpsertChangeSchema, "DeleteChange": DeleteChangeSchema}
+UPSERT, DELETE = UpsertChangeSchema(), DeleteChangeSchema()
 
 
 class ChangeFeedSchema(Schema):
     changes = fields.List(
-        fields.Nested(ChangeSchema),
+        fields.Raw(
+            metadata={
+                "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in CHANGE_SCHEMAS]
+            }
+        ),
         required=True,
         metadata={"description": "In the order they happened; a task at most once."},
     )
@@ -101,6 +115,8 @@ class ChangeFeedSchema(Schema):
 
 
 def init_change_feed(app: Flask) -> None:
+    for name, schema in CHANGE_SCHEMAS.items():
+        api.spec.components.schema(name, schema=schema)
     api.register_blueprint(blp)
 
 
@@ -136,16 +152,15 @@ class TaskChanges(MethodView):
 
 
 def feed(user_id: str, page: ChangePage) -> dict[str, Any]:
-    """The answer, for ChangeFeedSchema to dump."""
+    """The answer, for ChangeFeedSchema to dump (each change already dumped by its own)."""
     changes: list[dict[str, Any]] = []
     for change in page.changes:
         if change.task is not None:
-            changes.append({"op": "upsert", "task": change.task})
+            changes.append(UPSERT.dump({"op": "upsert", "task": change.task}))
         elif change.tombstone is not None:
             tombstone = change.tombstone
-            changes.append(
-                {"op": "delete", "id": tombstone.task_id, "deleted_at": tombstone.deleted_at}
-            )
+            deleted = {"op": "delete", "id": tombstone.task_id, "deleted_at": tombstone.deleted_at}
+            changes.append(DELETE.dump(deleted))
     return {
         "changes": changes,
         "next": encode_token(user_id, page.next),
