@@ -100,10 +100,14 @@ def varied_rows(number: int, user="alice", seed=4) -> list[dict]:
     return rows
 
 
+CHANGE_SEQ = count(1)
+
+
 def insert_rows(app, rows: list[dict]) -> None:
     with app.app_context():
-        # Around the ORM, so around the change feed's numbering: the rows bring their own.
-        numbered = [{**row, "change_seq": seq} for seq, row in enumerate(rows, start=1)]
+        # Around the ORM, so around the change feed's numbering: the rows bring their own,
+        # unique across every insert of the session.
+        numbered = [{**row, "change_seq": next(CHANGE_SEQ)} for row in rows]
         db.session.execute(insert(Task), numbered)
         db.session.commit()
 
