@@ -50,7 +50,7 @@ SECRET = "bench-secret-that-is-long-enough-for-hs256"  # noqa: S105 (a local ben
 
 SEED = """
 INSERT INTO tasks (user_id, id, title, description, is_completed, priority,
-                   completed_at, created_at, updated_at, version)
+                   completed_at, created_at, updated_at, version, change_seq)
 SELECT owner,
        md5(owner || ':' || g)::uuid,
        'Task ' || g || ' ' || (ARRAY['buy milk', 'call mum', 'write report',
@@ -59,7 +59,7 @@ SELECT owner,
        g % 4 = 0,
        1 + g % 5,
        CASE WHEN g % 4 = 0 THEN stamp END,
-       stamp, stamp, 1
+       stamp, stamp, 1, g
 FROM (
     SELECT g, {owner} AS owner, now() - make_interval(secs => g) AS stamp
     FROM generate_series(1, :count) AS g
