@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 from flask import has_request_context, request
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from taskapp.extensions import db
@@ -261,3 +262,57 @@ def test_updated_since_can_miss_a_write_the_feed_does_not(app, client, auth, hol
         "/api/alice/tasks/changes", query_string={"since": feed["next"]}, headers=headers
     ).json
     assert [change["task"]["id"] for change in seen["changes"]] == [slow["id"]]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_keyed_create_waits_for_another_write_of_its_user_instead_of_a_409(
+    app, client, auth, holds, monkeypatch
+):
+    """A create with an Idempotency-Key bounds its wait for the key's lock (a 409 when
+    the key's first request is still running); waiting its turn on the user's change
+    counter, behind a slow write of another task, is no reason for a 409."""
+    monkeypatch.setattr("taskapp.tasks.idempotency.IN_FLIGHT_WAIT_MS", 1)
+    holds.release_on = threading.Event()
+    headers = auth()
+    task = client.post("/api/alice/tasks", json={"title": "Slow"}, headers=headers).json
+    answers: dict[str, int] = {}
+
+    def send(name: str, method: str, path: str, extra: dict) -> None:
+        body = {"title": name}
+        response = app.test_client().open(
+            path, method=method, json=body, headers={**headers, **extra}
+        )
+        answers[name] = response.status_code
+
+    slow = threading.Thread(
+        target=send,
+        args=("slow", "PATCH", f"/api/alice/tasks/{task['id']}", {HOLD_HEADER: "after-flush"}),
+    )
+    slow.start()
+    holds.wait_until_held()  # the counter's row is locked until it commits
+    keyed = threading.Thread(
+        target=send, args=("keyed", "POST", "/api/alice/tasks", {"Idempotency-Key": "k-1"})
+    )
+    keyed.start()
+    with app.app_context():
+        wait_until(lambda: "keyed" in answers or waiting_on_a_lock() > 0)
+    holds.release()
+    slow.join()
+    keyed.join()
+    assert answers == {"slow": 200, "keyed": 201}
+
+
+def waiting_on_a_lock() -> int:
+    statement = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with db.engine.connect() as connection:
+        return connection.execute(statement).scalar_one()
+
+
+def wait_until(condition) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)  # the interval between two looks, not a synchronisation
