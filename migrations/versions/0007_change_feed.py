@@ -18,14 +18,12 @@ depends_on = None
 # user's counter starts at the last of those numbers: a client's first sync (from
 # nothing) gets every task, and later writes are numbered after them.
 NUMBER_EXISTING_TASKS = """
-UPDATE tasks SET change_seq = (
-    SELECT numbered.seq FROM (
-        SELECT user_id, id,
-               ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY updated_at, id) AS seq
-        FROM tasks
-    ) AS numbered
-    WHERE numbered.user_id = tasks.user_id AND numbered.id = tasks.id
-)
+UPDATE tasks SET change_seq = numbered.seq
+FROM (
+    SELECT user_id, id, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY updated_at, id) AS seq
+    FROM tasks
+) AS numbered
+WHERE numbered.user_id = tasks.user_id AND numbered.id = tasks.id
 """
 START_COUNTERS = """
 INSERT INTO change_counters (user_id, last_seq, purged_seq)
