@@ -58,7 +58,7 @@ SECRET = "bench-secret-that-is-long-enough-for-hs256"  # noqa: S105 (a local ben
 
 SEED = """
 INSERT INTO tasks (user_id, id, title, description, is_completed, priority,
-                   completed_at, created_at, updated_at, version, due_at)
+                   completed_at, created_at, updated_at, version, due_at, change_seq)
 SELECT owner,
        md5(owner || ':' || g)::uuid,
        'Task ' || g || ' ' || (ARRAY['buy milk', 'call mum', 'write report',
@@ -68,7 +68,7 @@ SELECT owner,
        1 + g % 5,
        CASE WHEN g % 4 = 0 THEN stamp END,
        stamp, stamp, 1,
-       CASE WHEN g % 3 <> 0 THEN stamp + make_interval(days => g % 60 - 30) END
+       CASE WHEN g % 3 <> 0 THEN stamp + make_interval(days => g % 60 - 30) END, g
 FROM (
     SELECT g, {owner} AS owner, now() - make_interval(secs => g) AS stamp
     FROM generate_series(1, :count) AS g

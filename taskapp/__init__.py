@@ -12,7 +12,7 @@ from taskapp import cli
 from taskapp.auth import tokens
 from taskapp.config import load_config
 from taskapp.extensions import api, db, migrate
-from taskapp.tasks import tags, views
+from taskapp.tasks import change_feed, tags, views
 from taskapp.web import cors, errors, health, logs, metrics, openapi, ratelimit, security_headers
 from taskapp.web.keep_alive import finish_request_bodies
 
@@ -40,6 +40,7 @@ def create_app(
     api.init_app(app)
     views.init_tasks(app)
     tags.init_tags(app)
+    change_feed.init_change_feed(app)
     app.register_blueprint(health.blp)
     openapi.init_openapi(app)
     errors.register_error_handlers(app)

@@ -56,6 +56,7 @@ APP_SETTINGS = (
     "RATELIMIT_EXEMPT_ADDRESSES",
     "RATELIMIT_STORAGE_URI",
     "RATELIMIT_KEY_PREFIX",
+    "TOMBSTONE_DAYS",
 )
 # Read by gunicorn.conf.py, which imports nothing from taskapp (see its preload_app),
 # so it reads them itself; tests/test_settings.py checks it reads exactly these.
@@ -398,6 +399,9 @@ def load_config(overrides: Mapping[str, object] | None, instance_path: str) -> d
         "RATELIMIT_EXEMPT_ADDRESSES": settings.networks("RATELIMIT_EXEMPT_ADDRESSES"),
         "RATELIMIT_STORAGE_URI": storage_uri,
         "RATELIMIT_KEY_PREFIX": settings.text("RATELIMIT_KEY_PREFIX", "taskapp"),
+        # Read by `flask purge`: how long the change feed tells of a deletion. A client
+        # that has not synced for longer starts again from nothing (a 410).
+        "TOMBSTONE_DAYS": settings.whole_number("TOMBSTONE_DAYS", 30, 1),
         # flask-jwt-extended: read only the Authorization header, verify with the
         # configured algorithms, issuer, audience and leeway.
         "JWT_SECRET_KEY": secret or None,

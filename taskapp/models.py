@@ -1,4 +1,5 @@
-"""The tables: tasks, keyed by owner first, their tags, and idempotency keys."""
+"""The tables: tasks, keyed by owner first, their tags, and what serves them (idempotency
+keys, the change feed's counters and tombstones)."""
 
 import uuid
 from datetime import datetime
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     ForeignKeyConstraint,
     Index,
@@ -79,6 +81,10 @@ class Task(Model):
     # In the order given, as given (trimmed). Kept on the row so every read of a task
     # stays one table; task_tags (TaskTag) indexes them for the `tag` filter and counts.
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    # The user's change sequence number of the task's last write, stamped on every
+    # insert and update by taskapp.tasks.changes (the change feed); never NULL, so a
+    # write that bypassed the stamping fails instead of going missing from the feed.
+    change_seq: Mapped[int] = mapped_column(BigInteger)
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
@@ -175,6 +181,32 @@ class IdempotencyKey(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class ChangeCounter(Model):
+    """Per user: the last change sequence number given out, and the highest one whose
+    tombstone was purged (a feed token below it is too old to be complete).
+
+    Every write of a user's tasks updates this row in its own transaction, so the row
+    lock orders the user's writes: sequence order is commit order (taskapp.tasks.changes).
+    """
+
+    __tablename__ = "change_counters"
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    purged_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class TaskTombstone(Model):
+    """A deleted task, for the change feed, until it is older than TOMBSTONE_DAYS."""
+
+    __tablename__ = "task_tombstones"
+
+    user_id: Mapped[str] = mapped_column(String(USER_ID_MAX), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # One index per sort order of the list, each led by the owner, so every page,
 # first or deep, filtered or not, is a range scan of one user's entries.
 Index("ix_tasks_user_id_created_at_id", Task.user_id, Task.created_at.desc(), Task.id.desc())
@@ -187,5 +219,8 @@ Index("ix_task_tags_user_id_tag_key", TaskTag.user_id, TaskTag.tag_key)
 # dated tasks and the undated ones as two runs of this index, each in one direction
 # (taskapp.tasks.listing), so no NULLS LAST ordering is needed in the index itself.
 Index("ix_tasks_user_id_due_at_id", Task.user_id, Task.due_at, Task.id)
+# The change feed reads one user's changes after a sequence number, in order.
+Index("ix_tasks_user_id_change_seq", Task.user_id, Task.change_seq, unique=True)
+Index("ix_task_tombstones_user_id_seq", TaskTombstone.user_id, TaskTombstone.seq, unique=True)
 # On PostgreSQL, migration 0003 adds pg_trgm GIN indexes on title and description
 # for `q`; they are not declared here because SQLite has no equivalent.

@@ -18,7 +18,7 @@ from sqlalchemy import delete, event
 from taskapp import create_app
 from taskapp.config import SETTINGS
 from taskapp.extensions import db
-from taskapp.models import IdempotencyKey, Task, TaskTag
+from taskapp.models import ChangeCounter, IdempotencyKey, Task, TaskTag, TaskTombstone
 from tests.support import (
     HS_SECRET,
     KeyServer,
@@ -120,6 +120,8 @@ def make_app(database_url):
                 db.session.execute(delete(IdempotencyKey))
                 db.session.execute(delete(TaskTag))  # SQLite does not cascade (models.py)
                 db.session.execute(delete(Task))
+                db.session.execute(delete(TaskTombstone))
+                db.session.execute(delete(ChangeCounter))
                 db.session.commit()
             db.session.remove()
             db.engine.dispose()

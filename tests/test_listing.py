@@ -31,7 +31,7 @@ import pytest
 from sqlalchemy import insert
 
 from taskapp.extensions import db
-from taskapp.models import Task
+from taskapp.models import ChangeCounter, Task
 
 SORTS = [
     "-created_at",
@@ -102,9 +102,21 @@ def varied_rows(number: int, user="alice", seed=4) -> list[dict]:
     return rows
 
 
+
+
 def insert_rows(app, rows: list[dict]) -> None:
     with app.app_context():
-        db.session.execute(insert(Task), rows)
+        # Around the ORM, so around the change feed's numbering: the rows take the next
+        # numbers of their user's counter, as a write through the API would.
+        numbered = []
+        for row_ in rows:
+            counter = db.session.get(ChangeCounter, row_["user_id"])
+            if counter is None:
+                counter = ChangeCounter(user_id=row_["user_id"], last_seq=0, purged_seq=0)
+                db.session.add(counter)
+            counter.last_seq += 1
+            numbered.append({**row_, "change_seq": counter.last_seq})
+        db.session.execute(insert(Task), numbered)
         db.session.commit()
 
 

@@ -8,10 +8,24 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, column, create_engine, inspect, select, table, text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Uuid,
+    column,
+    create_engine,
+    inspect,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.engine import make_url
 
 from taskapp import create_app
@@ -81,6 +95,8 @@ def test_upgrade_builds_the_schema_from_empty(db_runner, empty_database):
         "tasks",
         "task_tags",
         "idempotency_keys",
+        "change_counters",
+        "task_tombstones",
         "alembic_version",
     }
 
@@ -272,7 +288,14 @@ def test_two_hosts_upgrading_at_the_same_moment_both_succeed(migration_target, s
     failures = "".join(output for status, output in results if status)
     assert [status for status, _ in results] == [0, 0], failures
     tables, versions = migrated_schema(admin, schema)
-    assert tables == {"tasks", "task_tags", "idempotency_keys", "alembic_version"}
+    assert tables == {
+        "tasks",
+        "task_tags",
+        "idempotency_keys",
+        "change_counters",
+        "task_tombstones",
+        "alembic_version",
+    }
     assert versions == [HEAD]
 
 
@@ -289,7 +312,14 @@ def test_an_upgrade_waits_while_another_holds_the_migration_lock(migration_targe
     [(status, output)] = finished([upgrade])
     assert status == 0, output
     tables, versions = migrated_schema(admin, schema)
-    assert tables == {"tasks", "task_tags", "idempotency_keys", "alembic_version"}
+    assert tables == {
+        "tasks",
+        "task_tags",
+        "idempotency_keys",
+        "change_counters",
+        "task_tombstones",
+        "alembic_version",
+    }
     assert versions == [HEAD]
 
 
@@ -337,5 +367,77 @@ def test_0005_adds_due_at_and_its_index_and_its_downgrade_removes_them(db_runner
         assert "ix_tasks_user_id_due_at_id" not in indexes
         with engine.begin() as connection:
             assert connection.execute(text("SELECT title FROM tasks")).scalars().all() == ["kept"]
+    finally:
+        engine.dispose()
+
+
+# --- the change feed's migration, on a database with tasks in it ----------------------
+
+OLD_TASKS = table(
+    "tasks",
+    column("user_id", String),
+    column("id", Uuid),
+    column("title", String),
+    column("is_completed", Boolean),
+    column("priority", Integer),
+    column("created_at", DateTime),
+    column("updated_at", DateTime),
+    column("version", Integer),
+)
+
+
+def test_the_change_feed_migration_numbers_existing_tasks_per_user(db_runner, empty_database):
+    assert db_runner.invoke(args=["db", "upgrade", "0004"]).exit_code == 0
+    base = datetime(2026, 1, 1)
+    rows = [
+        # (user, id, minutes after base): numbered per user by updated_at, then id.
+        ("alice", uuid.UUID(int=3), 5),
+        ("alice", uuid.UUID(int=1), 9),
+        ("alice", uuid.UUID(int=2), 5),
+        ("bob", uuid.UUID(int=4), 1),
+    ]
+    engine = create_engine(database_url(empty_database, "/unused"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                OLD_TASKS.insert(),
+                [
+                    {
+                        "user_id": user,
+                        "id": task_id,
+                        "title": "Old",
+                        "is_completed": False,
+                        "priority": 1,
+                        "created_at": base,
+                        "updated_at": base + timedelta(minutes=minutes),
+                        "version": 1,
+                    }
+                    for user, task_id, minutes in rows
+                ],
+            )
+        result = db_runner.invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        with engine.connect() as connection:
+            numbered = connection.execute(
+                text("SELECT user_id, id, change_seq FROM tasks ORDER BY user_id, change_seq")
+            ).all()
+            counters = connection.execute(
+                text("SELECT user_id, last_seq, purged_seq FROM change_counters ORDER BY user_id")
+            ).all()
+        assert [(user, uuid.UUID(str(task_id)).int, seq) for user, task_id, seq in numbered] == [
+            ("alice", 2, 1),
+            ("alice", 3, 2),
+            ("alice", 1, 3),
+            ("bob", 4, 1),
+        ]
+        assert [tuple(row) for row in counters] == [("alice", 3, 0), ("bob", 1, 0)]
+
+        result = db_runner.invoke(args=["db", "downgrade", "0004"])
+        assert result.exit_code == 0, result.output
+        assert table_names(empty_database) == {"tasks", "idempotency_keys", "alembic_version"}
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM tasks")).scalar() == 4
+            columns = {column["name"] for column in inspect(connection).get_columns("tasks")}
+        assert "change_seq" not in columns
     finally:
         engine.dispose()

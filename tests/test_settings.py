@@ -42,6 +42,7 @@ PLAUSIBLE = {
     "RATELIMIT_PER_IP": "1/hour",
     "RATELIMIT_EXEMPT_ADDRESSES": "10.0.0.0/8",
     "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:9",
+    "TOMBSTONE_DAYS": "1",
     "GUNICORN_WORKERS": "7",
 }
 # Files whose tests build apps (factory, logs, metrics under gunicorn, the endpoints).

@@ -404,6 +404,67 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/{user_id}/tasks/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /**
+         * What changed in your tasks since a token, oldest first.
+         * @description Apply each change in order: `upsert` stores the task (replacing any copy with
+         *     its id), `delete` removes the task with its `id` (if held). Then ask again with
+         *     `since` set to the answer's `next`: at once while `has_more`, later to poll.
+         *     A task changed several times since the token appears once, as it is now.
+         *     A client that applies every answer this way holds exactly the server's tasks,
+         *     even while other requests write. 410 means the token is older than the
+         *     deletions the server keeps: start again without `since`.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous answer's `next`. Without it the feed starts from nothing: every current task, as upserts. */
+                    since?: string;
+                    /** @description Changes per answer, 1 to 1000. */
+                    limit?: number;
+                };
+                header?: never;
+                path: {
+                    user_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ChangeFeed"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                410: components["responses"]["GONE"];
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -493,6 +554,34 @@ export interface components {
         TagList: {
             /** @description Most used first; equal counts by name, ignoring case. */
             tags: components["schemas"]["TagCount"][];
+        };
+        UpsertChange: {
+            /** @enum {string} */
+            op: "upsert";
+            /** @description The task as it is now: store it, replacing any copy. */
+            task: components["schemas"]["TaskResponse"];
+        };
+        DeleteChange: {
+            /** @enum {string} */
+            op: "delete";
+            /**
+             * Format: uuid
+             * @description The deleted task's id: remove it, if held.
+             */
+            id: string;
+            /**
+             * Format: date-time
+             * @description When it was deleted.
+             */
+            deleted_at: string;
+        };
+        ChangeFeed: {
+            /** @description In the order they happened; a task at most once. */
+            changes: (components["schemas"]["UpsertChange"] | components["schemas"]["DeleteChange"])[];
+            /** @description The token of the next request's `since`. */
+            next: string;
+            /** @description Whether more changes wait: ask again at once with `next`. */
+            has_more: boolean;
         };
     };
     responses: {
@@ -604,6 +693,15 @@ export interface components {
         };
         /** @description Precondition Failed */
         PRECONDITION_FAILED: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description Gone */
+        GONE: {
             headers: {
                 [name: string]: unknown;
             };
