@@ -102,8 +102,6 @@ def varied_rows(number: int, user="alice", seed=4) -> list[dict]:
     return rows
 
 
-
-
 def insert_rows(app, rows: list[dict]) -> None:
     with app.app_context():
         # Around the ORM, so around the change feed's numbering: the rows take the next
