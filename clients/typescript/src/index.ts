@@ -14,15 +14,18 @@ import { newIdempotencyKey } from "./idempotency.js";
 import { nextCursor } from "./links.js";
 import { delayMs, isNetworkError, isRetryableStatus, wait } from "./retries.js";
 import type { components, paths } from "./schema.js";
+import type { SyncStore } from "./sync.js";
 
 export { TaskApiError, type ErrorBody } from "./errors.js";
 export { newIdempotencyKey } from "./idempotency.js";
 export { nextCursor } from "./links.js";
 export type { components, paths } from "./schema.js";
+export { mapStore, type SyncStore } from "./sync.js";
 
 const COLLECTION = "/api/{user_id}/tasks";
 const ITEM = "/api/{user_id}/tasks/{task_id}";
 const COMPLETION = "/api/{user_id}/tasks/{task_id}/complete";
+const CHANGES = "/api/{user_id}/tasks/changes";
 const TAGS = "/api/{user_id}/tags";
 
 export type Task = components["schemas"]["TaskResponse"];
@@ -85,6 +88,22 @@ export interface CreateOptions {
 export interface WriteOptions {
   /** The `ETag` last read: the API answers 412 and changes nothing if the task changed since. */
   ifMatch?: string | undefined;
+}
+
+export interface SyncOptions {
+  /** The `next` of the last sync; without it (or null) the copy is rebuilt from nothing. */
+  since?: string | null | undefined;
+  /** Changes per request, 1 to 1000 (default: the API's, 500). */
+  limit?: number | undefined;
+}
+
+export interface SyncResult {
+  /** The token to pass as `since` next time: store it together with the tasks. */
+  next: string;
+  /** How many changes were applied to the store. */
+  applied: number;
+  /** True when the API no longer knew `since` (410) and the copy was rebuilt from nothing. */
+  restarted: boolean;
 }
 
 export interface CompleteOptions extends WriteOptions {
@@ -245,6 +264,47 @@ export function createTaskClient(options: TaskClientOptions) {
     return data.tags;
   }
 
+  /**
+   * Bring `store` up to date with the change feed: every page from `since` on, each
+   * change applied in order, until none is left. Without `since` the store is cleared
+   * first and filled from nothing; a `since` the API no longer honours (410: older than
+   * the deletions it keeps) clears it and starts again from nothing. Afterwards the store
+   * holds exactly the server's tasks; pass the result's `next` to the next sync.
+   */
+  async function sync(
+    userId: string,
+    store: SyncStore,
+    { since = null, limit }: SyncOptions = {},
+  ): Promise<SyncResult> {
+    let token = since;
+    let applied = 0;
+    let restarted = false;
+    if (token === null) await store.clear();
+    for (;;) {
+      const { data, error, response } = await api.GET(CHANGES, {
+        params: {
+          path: { user_id: userId },
+          query: { ...(token === null ? {} : { since: token }), ...(limit === undefined ? {} : { limit }) },
+        },
+      });
+      if (response.status === 410 && token !== null && !restarted) {
+        await store.clear();
+        token = null;
+        applied = 0;
+        restarted = true;
+        continue;
+      }
+      if (data === undefined) throw toTaskApiError(response, error);
+      for (const change of data.changes) {
+        if (change.op === "upsert") await store.upsert(change.task);
+        else await store.remove(change.id);
+        applied++;
+      }
+      token = data.next;
+      if (!data.has_more) return { next: token, applied, restarted };
+    }
+  }
+
   return {
     listTasks,
     allTasks,
@@ -255,6 +315,7 @@ export function createTaskClient(options: TaskClientOptions) {
     completeTask,
     deleteTask,
     listTags,
+    sync,
   };
 }
 
