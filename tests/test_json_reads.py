@@ -303,8 +303,16 @@ def test_a_tag_filtered_page_is_the_page_the_orm_selects_and_holds_every_tag(
     stored(app, user_id, generated)
     carried = sorted({tag for task in generated for tag in task.tags}) or ["absent"]
     wanted = pick.draw(st.lists(st.sampled_from(carried), min_size=1, max_size=2))
-    # As a client may spell them: any case.
-    asked = [pick.draw(st.sampled_from([tag, tag.upper(), tag.lower()])) for tag in wanted]
+    # As a client may spell them: any case that folds to the same tag (not every one
+    # does: the dotless i (U+0131) upper-cases to "I", which folds to "i", another tag).
+    asked = [
+        pick.draw(
+            st.sampled_from(
+                [s for s in (tag, tag.upper(), tag.lower()) if tag_key(s) == tag_key(tag)]
+            )
+        )
+        for tag in wanted
+    ]
     query = ListQuery(user_id=user_id, sort=sort, limit=limit, tags=asked)
     matching = [
         task
