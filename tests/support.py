@@ -344,11 +344,17 @@ def pgbouncer_config(database_url: str, port: int, connect_query: str | None = N
     return config
 
 
-def pgbouncer_binary() -> str:
-    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/sbin")
+def debian_server(name: str, tests: str) -> str:
+    """The path of Debian's `name` server program (in sbin, which a user's PATH may
+    lack), or `unavailable` for `tests`."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if found:
         return found
-    unavailable("PgBouncer tests", "Debian's pgbouncer (apt-get install pgbouncer)")
+    unavailable(tests, f"Debian's {name} (apt-get install {name})")
+
+
+def pgbouncer_binary() -> str:
+    return debian_server("pgbouncer", "PgBouncer tests")
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -41,10 +40,10 @@ from tests.support import (
     ROOT,
     START_TIMEOUT,
     Log,
+    debian_server,
     free_port,
     run_gunicorn,
     stop,
-    unavailable,
 )
 
 HOST = "api.example.com"
@@ -57,10 +56,7 @@ postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indire
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if found:
-        return found
-    unavailable("nginx tests", "Debian's nginx (apt-get install nginx)")
+    return debian_server("nginx", "nginx tests")
 
 
 @contextlib.contextmanager
